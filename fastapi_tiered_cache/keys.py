@@ -1,0 +1,122 @@
+"""Cache keys: ``{namespace}:{tenant}:{scope}:{digest}``.
+
+The digest is a keyed BLAKE2b over everything that selects a response: method, scheme,
+host, ``root_path``, the raw path *as sent* (``%2F`` and ``/`` are different resources),
+the query with distinct parameters sorted (a repeated parameter keeps its order), the
+proxy headers that steer frameworks, and the request headers the response varies on. Each
+part is length-prefixed, so no two different requests can produce the same input, and the
+key stays bounded in length however long the URL is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Protocol
+
+from .identity import Identity
+from .request import RequestInfo
+
+__all__ = [
+    "KEY_HEADERS",
+    "KeyBuilder",
+    "build_key",
+    "normalize_header_value",
+    "normalize_query",
+    "vary_values",
+]
+
+# Headers that proxies and frameworks use to rewrite the URL the app sees: a request that
+# carries one is keyed on it, so it can never poison the entry of a request without it.
+KEY_HEADERS: tuple[str, ...] = (
+    "forwarded",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-proto",
+    "x-forwarded-scheme",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-host",
+    "x-original-url",
+    "x-rewrite-url",
+)
+
+VaryValues = tuple[tuple[str, str | None], ...]
+
+
+class KeyBuilder(Protocol):
+    """Build the storage key of a request; see ``build_key`` for the contract."""
+
+    def __call__(
+        self,
+        info: RequestInfo,
+        identity: Identity,
+        vary: VaryValues,
+        *,
+        namespace: str,
+        secret: bytes,
+    ) -> str: ...
+
+
+def normalize_query(query: bytes) -> bytes:
+    """Sort parameters by raw name, keeping the order of a repeated name's values.
+
+    Nothing is decoded or dropped: two queries get the same form only if the app is
+    guaranteed to see the same parameters.
+    """
+    if not query or b"&" not in query:
+        return query
+    pairs = query.split(b"&")
+    pairs.sort(key=lambda pair: pair.partition(b"=")[0])  # stable: repeated names keep order
+    return b"&".join(pairs)
+
+
+def normalize_header_value(value: str) -> str:
+    """Fold runs of whitespace to one space and trim, so cosmetic differences share an entry."""
+    return " ".join(value.split())
+
+
+def vary_values(info: RequestInfo, names: Sequence[str]) -> VaryValues:
+    """The request's values of ``names``; ``None`` (absent) differs from ``""`` (empty)."""
+    headers = info.headers
+    return tuple(
+        (name, normalize_header_value(headers[name]) if name in headers else None)
+        for name in names
+    )
+
+
+def _update(digest: hashlib._Hash, data: bytes) -> None:
+    digest.update(len(data).to_bytes(4, "big"))
+    digest.update(data)
+
+
+def build_key(
+    info: RequestInfo,
+    identity: Identity,
+    vary: VaryValues,
+    *,
+    namespace: str,
+    secret: bytes,
+) -> str:
+    """The default key builder. HEAD shares the GET key: it is answered from the GET entry."""
+    scope = info.scope
+    headers = info.headers
+    digest = hashlib.blake2b(key=secret[:64], digest_size=20)
+    method = "GET" if info.method == "HEAD" else info.method
+    host = headers.get("host")
+    if host is None:
+        server = scope.get("server")
+        host = f"{server[0]}:{server[1]}" if server else ""
+    for part in (method, scope.get("scheme", "http"), host.lower(), scope.get("root_path", "")):
+        _update(digest, part.encode("utf-8", "surrogateescape"))
+    _update(digest, info.raw_path)
+    _update(digest, normalize_query(info.query))
+    for name in KEY_HEADERS:
+        if name in headers:
+            _update(digest, f"{name}:{headers[name]}".encode("latin-1", "replace"))
+    _update(digest, b"--vary--")
+    for name, value in vary:
+        _update(digest, name.encode("latin-1"))
+        _update(digest, b"\x00" if value is None else b"=" + value.encode("latin-1", "replace"))
+    return f"{namespace}:{identity.tenant}:{identity.scope}:{digest.hexdigest()}"

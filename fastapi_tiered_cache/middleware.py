@@ -1,0 +1,496 @@
+"""``TieredCacheMiddleware``: a pure ASGI response cache in front of the application.
+
+A request is answered in this order, and the order is the design:
+
+1. Decide from the request alone whether the cache may be used at all (method, body,
+   method override, credentials the cache cannot scope). If not: the app answers, and the
+   response says ``BYPASS`` and why.
+2. Work out *who* the response is for (tenant, identity scope), then the key.
+3. Look in L1 (no await), then L2 (one round trip). A fresh entry is replayed right here,
+   before FastAPI routes, validates or serialises anything.
+4. Otherwise call the app and stream its response to the client as it comes, teeing a
+   copy. Storing happens only after the last byte was handed to the server, so a client
+   never waits for Redis; and only if every rule allowed it once the whole body was seen.
+
+This is counter-intuitive but correct: the ``http.response.start`` message is held back
+until the first body message, because when the whole body arrives in one message (as it
+does for every ordinary ``Response``) the ETag can still be added to the headers.
+"""
+
+from __future__ import annotations
+
+from email.utils import formatdate
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .cache import TieredCache
+from .cache_control import EMPTY, CacheControl, parse_cache_control, parse_http_date, parse_vary
+from .conditional import NOT_MODIFIED_HEADERS, is_not_modified, make_etag
+from .entry import CachedResponse, VaryPointer
+from .identity import Identity
+from .keys import vary_values
+from .policy import (
+    Reason,
+    check_request,
+    check_response,
+    freshness_of,
+    is_worth_storing,
+)
+from .request import RequestInfo
+from .settings import CacheSettings, RouteRule
+from .stores import Tier
+
+__all__ = ["TieredCacheMiddleware"]
+
+# Headers never replayed from a stored entry: hop-by-hop fields, and fields that only
+# describe this one exchange (RFC 9111 §3.1).
+_NOT_STORED = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authentication-info",
+        b"set-cookie",
+        b"content-length",
+        b"age",
+        b"x-cache",
+        b"cache-status",
+    }
+)
+_CONDITIONAL = frozenset(
+    {b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since", b"if-range"}
+)
+
+
+class TieredCacheMiddleware:
+    """The cache as ASGI middleware.
+
+    - ``cache``: a ``TieredCache``; when omitted one is built from ``settings``.
+    - ``settings``: a ``CacheSettings``; when both are omitted, read from the environment.
+
+    Example::
+
+        app = FastAPI()
+        app.add_middleware(TieredCacheMiddleware)  # configured by TIERED_CACHE_* variables
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        cache: TieredCache | None = None,
+        settings: CacheSettings | None = None,
+        **cache_options: Any,
+    ) -> None:
+        self.app = app
+        self.cache = cache if cache is not None else TieredCache(settings, **cache_options)
+        self.cache.startup()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.cache.settings.enabled:
+            await _Responder(self.app, self.cache)(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = scope.get("state")
+        if isinstance(state, dict):
+            state.setdefault("tiered_cache", self.cache)  # request.state.tiered_cache
+
+        async def send_closing(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                await self.cache.close()
+            await send(message)
+
+        await self.app(scope, receive, send_closing)
+
+
+def _status_value(cache: TieredCache, *params: str) -> bytes:
+    return "; ".join((cache.settings.cache_status_name, *params)).encode("latin-1")
+
+
+class _Responder:
+    """Per-request state: built for one request and dropped after it."""
+
+    def __init__(self, app: ASGIApp, cache: TieredCache) -> None:
+        self.app = app
+        self.cache = cache
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        cache = self.cache
+        info = RequestInfo.from_scope(scope)
+        decision = check_request(info, cache.methods)
+        if not decision.cacheable:
+            await self.bypass(decision.reason, scope, receive, send)
+            return
+        rule = cache.rules.match(info.path) if cache.rules else None
+        if rule is not None and not rule.cache:
+            await self.bypass(Reason.RULE, scope, receive, send)
+            return
+        identity = await cache.identify(info)
+        if isinstance(identity, Reason):
+            await self.bypass(identity, scope, receive, send)
+            return
+        names = cache.vary_names(rule)
+        primary = cache.key_for(info, identity, vary_values(info, names))
+        key, names, record, tier = await self.lookup(info, identity, primary, names)
+        fetch = _Fetch(self, info, identity, rule, primary, key, names)
+        if isinstance(record, CachedResponse):
+            if not record.matches(vary_values(info, [name for name, _ in record.vary])):
+                fetch.forward = "vary-miss"
+            elif record.is_fresh(cache.clock()):
+                await self.replay(info, record, tier, send)
+                return
+            elif record.can_revalidate:
+                await fetch.revalidate(record, scope, receive, send)
+                return
+            else:
+                fetch.forward = "stale"
+        await fetch(scope, receive, send)
+
+    async def lookup(
+        self, info: RequestInfo, identity: Identity, key: str, names: tuple[str, ...]
+    ) -> tuple[str, tuple[str, ...], CachedResponse | VaryPointer | None, Tier | None]:
+        """Find the entry for a request, following a Vary pointer at most once."""
+        found = await self.cache.store.get(key)
+        if found is None:
+            return key, names, None, None
+        record, tier = found
+        if isinstance(record, VaryPointer):
+            names = tuple(sorted(set(names) | set(record.names)))
+            key = self.cache.key_for(info, identity, vary_values(info, names))
+            found = await self.cache.store.get(key)
+            if found is None or isinstance(found[0], VaryPointer):
+                return key, names, None, None
+            record, tier = found
+        return key, names, record, tier
+
+    async def bypass(self, reason: Reason, scope: Scope, receive: Receive, send: Send) -> None:
+        """Let the app answer, marking the response as not from (nor into) the cache."""
+        self.cache.stats.count("bypass", str(reason))
+        extra = self.marks("BYPASS", "fwd=bypass", f"detail={reason}")
+
+        async def send_marked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_marked)
+
+    def marks(self, x_cache: str, *params: str) -> list[tuple[bytes, bytes]]:
+        headers = [(b"cache-status", _status_value(self.cache, *params))]
+        if self.cache.settings.x_cache_header:
+            headers.append((b"x-cache", x_cache.encode("latin-1")))
+        return headers
+
+    async def replay(
+        self,
+        info: RequestInfo,
+        record: CachedResponse,
+        tier: Tier | None,
+        send: Send,
+        *,
+        x_cache: str = "HIT",
+        params: tuple[str, ...] = (),
+    ) -> None:
+        """Answer from a stored entry: 200 (or its status), 304, or headers only for HEAD."""
+        now = self.cache.clock()
+        self.cache.stats.count("hit", str(tier))
+        status_params = params or ("hit", f"ttl={max(0, int(record.ttl(now)))}", f"detail={tier}")
+        extra = [(b"age", str(int(record.age(now))).encode()), *self.marks(x_cache, *status_params)]
+        if record.status == 200 and is_not_modified(info.headers, record):
+            headers = [(k, v) for k, v in record.headers if k in NOT_MODIFIED_HEADERS]
+            await send({"type": "http.response.start", "status": 304, "headers": headers + extra})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        headers = [*record.headers, *extra]
+        await send({"type": "http.response.start", "status": record.status, "headers": headers})
+        body = b"" if info.method == "HEAD" else record.body
+        await send({"type": "http.response.body", "body": body})
+
+
+class _Fetch:
+    """A trip to the origin on a miss (or to revalidate), storing what may be stored."""
+
+    def __init__(
+        self,
+        responder: _Responder,
+        info: RequestInfo,
+        identity: Identity,
+        rule: RouteRule | None,
+        primary: str,
+        key: str,
+        names: tuple[str, ...],
+    ) -> None:
+        self.responder = responder
+        self.cache = responder.cache
+        self.info = info
+        self.identity = identity
+        self.rule = rule
+        self.primary = primary
+        self.key = key
+        self.names = names
+        self.forward = "miss"
+        cc = info.headers.get("cache-control")
+        self.request_cc: CacheControl = parse_cache_control(cc) if cc else EMPTY
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.cache.stats.count("miss", self.forward)
+        await self.app_through(scope, receive, send, None)
+
+    async def revalidate(
+        self, record: CachedResponse, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Ask the origin whether a stale entry is still good (RFC 9111 §4.3.1)."""
+        self.forward = "stale"
+        self.cache.stats.count("miss", "revalidate")
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _CONDITIONAL]
+        if record.etag:
+            headers.append((b"if-none-match", record.etag.encode("latin-1")))
+        if record.last_modified is not None:
+            headers.append((b"if-modified-since", _http_date(record.last_modified)))
+        await self.app_through({**scope, "headers": headers}, receive, send, record)
+
+    async def app_through(
+        self, scope: Scope, receive: Receive, send: Send, stale: CachedResponse | None
+    ) -> None:
+        capture = _Capture(self, send, stale)
+        await self.responder.app(scope, receive, capture.send)
+        await capture.finish()
+
+
+class _Capture:
+    """The ``send`` wrapper of one origin response: forward, tee, then decide and store."""
+
+    def __init__(self, fetch: _Fetch, send: Send, stale: CachedResponse | None) -> None:
+        self.fetch = fetch
+        self.cache = fetch.cache
+        self.client_send = send
+        self.stale = stale
+        self.start: Message | None = None
+        self.started = False
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.storable = False
+        self.reason = Reason.CACHEABLE
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.complete = False
+        self.record: CachedResponse | None = None
+        self.not_modified = False
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.on_start(message)
+            if self.not_modified:
+                return
+            if message.get("trailers"):
+                self.storable = False
+        elif kind == "http.response.body":
+            if self.not_modified:
+                self.complete = self.complete or not message.get("more_body", False)
+                return
+            await self.on_body(message)
+        else:
+            await self.client_send(message)
+
+    def on_start(self, message: Message) -> None:
+        self.status = message["status"]
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in message.get("headers", ()):
+            name = raw_name.decode("latin-1").lower()
+            value = raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        self.headers = headers
+        self.start = message
+        if self.stale is not None and self.status == 304:
+            self.not_modified = True
+            return
+        self.reason = self.judge()
+        self.storable = self.reason is Reason.CACHEABLE
+
+    def judge(self) -> Reason:
+        fetch = self.fetch
+        if fetch.info.method == "HEAD":
+            return Reason.METHOD  # a HEAD response has no body to replay for a GET
+        statuses = fetch.rule.statuses if fetch.rule and fetch.rule.statuses else None
+        decision = check_response(
+            self.status,
+            self.headers,
+            request_cc=fetch.request_cc,
+            statuses=statuses or self.cache.statuses,
+            shared=fetch.identity.is_anonymous,
+        )
+        if not decision.cacheable:
+            return decision.reason
+        length = self.headers.get("content-length", "").strip()
+        if length.isdigit() and int(length) > self.cache.settings.max_body_bytes:
+            return Reason.TOO_LARGE
+        return Reason.CACHEABLE
+
+    async def on_body(self, message: Message) -> None:
+        body: bytes = message.get("body", b"")
+        more = message.get("more_body", False)
+        if self.storable:
+            self.size += len(body)
+            if self.size > self.cache.settings.max_body_bytes:
+                self.storable, self.reason, self.chunks = False, Reason.TOO_LARGE, []
+            else:
+                self.chunks.append(body)
+        if not self.started:
+            self.started = True
+            if self.storable and not more:
+                self.record = self.build_record()
+            await self.client_send(self.outgoing_start())
+        await self.client_send(message)
+        if not more:
+            self.complete = True
+
+    def outgoing_start(self) -> Message:
+        assert self.start is not None
+        params = [f"fwd={self.fetch.forward}"]
+        if self.stale is not None:
+            params.append(f"fwd-status={self.status}")
+        if self.record is not None:
+            params.append("stored")
+        elif not self.storable:
+            params.append(f"detail={self.reason}")
+        x_cache = "MISS"
+        headers = list(self.start.get("headers", ()))
+        if self.record is not None and not self.record.etag:
+            headers.append((b"etag", self.record.served_etag))
+        headers.extend(self.fetch.responder.marks(x_cache, *params))
+        return {**self.start, "headers": headers}
+
+    async def finish(self) -> None:
+        """After the app returned: store what may be stored, or replay a revalidated entry."""
+        if self.not_modified and self.stale is not None:
+            await self.store_and_replay_revalidated(self.stale)
+            return
+        if not (self.complete and self.storable):
+            return
+        record = self.record or self.build_record()
+        if record is not None:
+            await self.store(record)
+
+    def build_record(self) -> CachedResponse | None:
+        fetch = self.fetch
+        now = self.cache.clock()
+        cc = parse_cache_control(self.headers.get("cache-control"))
+        rule_ttl = fetch.rule.ttl if fetch.rule and fetch.rule.ttl is not None else None
+        default_ttl = self.cache.settings.default_ttl if rule_ttl is None else rule_ttl
+        freshness = freshness_of(
+            self.headers, cc, default_ttl=default_ttl, shared=fetch.identity.is_anonymous, now=now
+        )
+        etag = self.headers.get("etag", "")
+        last_modified = parse_http_date(self.headers.get("last-modified"))
+        worth = is_worth_storing(freshness, bool(etag) or last_modified is not None)
+        if not worth.cacheable:
+            self.storable, self.reason = False, worth.reason
+            return None
+        body = b"".join(self.chunks)
+        start = self.start
+        assert start is not None
+        headers = [(k.lower(), v) for k, v in start.get("headers", ()) if k.lower() not in _NOT_STORED]
+        headers.append((b"content-length", str(len(body)).encode()))
+        if not etag:
+            headers.append((b"etag", make_etag(body)))
+        windows_allowed = not freshness.must_revalidate
+        swr = freshness.stale_while_revalidate if windows_allowed else 0.0
+        sie = freshness.stale_if_error if windows_allowed else 0.0
+        keep = self.cache.settings.keep_stale if (etag or last_modified is not None) else 0.0
+        all_names = self.names_with(parse_vary(self.headers.get("vary")) or ())
+        return CachedResponse(
+            status=self.status,
+            headers=tuple(headers),
+            body=body,
+            stored_at=now,
+            fresh_for=freshness.fresh_for,
+            initial_age=freshness.initial_age,
+            etag=etag,
+            last_modified=last_modified,
+            vary=vary_values(fetch.info, all_names),
+            revalidate=freshness.revalidate,
+            stale_for=max(swr, sie, keep),
+            stale_while_revalidate=swr,
+            stale_if_error=sie,
+        )
+
+    def names_with(self, response_vary: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(sorted(set(self.fetch.names) | set(response_vary)))
+
+    async def store(self, record: CachedResponse) -> None:
+        fetch = self.fetch
+        store = self.cache.store
+        ttl = record.remaining_life(self.cache.clock())
+        if ttl <= 0:
+            return
+        names = tuple(name for name, _ in record.vary)
+        key, pointer = fetch.primary, None
+        if names != self.cache.vary_names(fetch.rule):
+            # The response varies on headers the primary key does not cover: store it under
+            # a key that does, and leave a pointer at the primary key for later lookups.
+            key = self.cache.key_for(fetch.info, fetch.identity, record.vary)
+            pointer = VaryPointer(names)
+        self.cache.stats.count("store", "")
+        store.set_local(key, record, ttl)
+        if pointer is not None:
+            store.set_local(fetch.primary, pointer, ttl)
+        await store.set_remote(key, record, ttl)
+        if pointer is not None:
+            await store.set_remote(fetch.primary, pointer, ttl)
+
+    async def store_and_replay_revalidated(self, stale: CachedResponse) -> None:
+        """A 304 from the origin: freshen the stored entry (RFC 9111 §4.3.4) and serve it."""
+        fetch = self.fetch
+        assert self.start is not None
+        updates = {
+            k.lower(): v
+            for k, v in self.start.get("headers", ())
+            if k.lower() not in _NOT_STORED and k.lower() != b"etag"
+        }
+        headers = [(k, updates.pop(k, v)) for k, v in stale.headers]
+        headers.extend(updates.items())
+        merged = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
+        cc = parse_cache_control(merged.get("cache-control"))
+        now = self.cache.clock()
+        freshness = freshness_of(
+            merged,
+            cc,
+            default_ttl=stale.fresh_for,
+            shared=fetch.identity.is_anonymous,
+            now=now,
+        )
+        record = CachedResponse(
+            status=stale.status,
+            headers=tuple(headers),
+            body=stale.body,
+            stored_at=now,
+            fresh_for=freshness.fresh_for,
+            initial_age=freshness.initial_age,
+            etag=stale.etag,
+            last_modified=stale.last_modified,
+            vary=stale.vary,
+            revalidate=freshness.revalidate,
+            tags=stale.tags,
+            stale_for=stale.stale_for,
+            stale_while_revalidate=stale.stale_while_revalidate,
+            stale_if_error=stale.stale_if_error,
+        )
+        params = ("fwd=stale", "fwd-status=304", "stored")
+        await fetch.responder.replay(
+            fetch.info, record, None, self.client_send, x_cache="REVALIDATED", params=params
+        )
+        await self.store(record)
+
+
+def _http_date(timestamp: float) -> bytes:
+    return formatdate(timestamp, usegmt=True).encode("latin-1")

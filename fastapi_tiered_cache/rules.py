@@ -1,0 +1,52 @@
+"""Per-route rules: path patterns compiled once, matched against the routed path.
+
+Rules match ``scope["path"]`` (percent-decoded, what the router routes on), not the raw
+path: otherwise ``/%61dmin`` would slip past a rule written for ``/admin``. The first
+matching rule wins, in the order given.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from .settings import RouteRule
+
+__all__ = ["RuleSet", "compile_pattern"]
+
+_TOKEN = re.compile(r"\*\*|\*|\{[^{}/]+\}")
+
+
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """``*`` one segment, ``**`` any number of segments, ``{name}`` one non-empty segment,
+    ``{name:path}`` the rest of the path."""
+    parts, pos = [], 0
+    for match in _TOKEN.finditer(pattern):
+        parts.append(re.escape(pattern[pos : match.start()]))
+        token = match.group()
+        if token == "**" or token.endswith(":path}"):
+            parts.append(".*")
+        elif token == "*":
+            parts.append("[^/]*")
+        else:
+            parts.append("[^/]+")
+        pos = match.end()
+    parts.append(re.escape(pattern[pos:]))
+    return re.compile("".join(parts) + r"\Z", re.DOTALL)
+
+
+class RuleSet:
+    """Ordered rules with their compiled patterns; ``match`` returns the first that applies."""
+
+    def __init__(self, rules: Sequence[RouteRule]) -> None:
+        self.rules = tuple(rules)
+        self._compiled = tuple((compile_pattern(rule.path), rule) for rule in self.rules)
+
+    def __bool__(self) -> bool:
+        return bool(self.rules)
+
+    def match(self, path: str) -> RouteRule | None:
+        for pattern, rule in self._compiled:
+            if pattern.match(path):
+                return rule
+        return None

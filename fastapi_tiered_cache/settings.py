@@ -1,0 +1,251 @@
+"""Settings, read from ``TIERED_CACHE_*`` environment variables (and ``.env``).
+
+Every option has a safe default, so ``CacheSettings()`` with an empty environment gives a
+working in-process (L1-only) cache. Plug-ins are dotted paths, as Django's ``KEY_FUNCTION``:
+``TIERED_CACHE_IDENTITY_RESOLVER=myapp.auth:principal``. Code may pass objects instead.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ImportString,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .exceptions import ConfigurationError
+
+__all__ = ["CacheSettings", "RouteRule", "load_settings"]
+
+ENV_PREFIX = "TIERED_CACHE_"
+_NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-z]+$")
+
+
+def split_csv(value: Any) -> Any:
+    """Accept ``a,b,c`` or a JSON list from the environment; pass other values through."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+def _header_names(values: list[str]) -> list[str]:
+    names = [value.strip().lower() for value in values]
+    for name in names:
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid header name")
+    return sorted(set(names))
+
+
+CsvList = Annotated[list[str], NoDecode, BeforeValidator(split_csv)]
+CsvInts = Annotated[list[int], NoDecode, BeforeValidator(split_csv)]
+Plugin = ImportString[Callable[..., Any]] | None
+
+
+class RouteRule(BaseModel):
+    """A per-route policy: which requests it covers and how they are cached.
+
+    ``path`` is a pattern over the request path as the router sees it: ``*`` matches
+    one segment, ``**`` any number, ``{name}`` one segment. Example from the environment::
+
+        TIERED_CACHE_RULES='[{"path": "/products/*", "ttl": 300}, {"path": "/admin/**", "cache": false}]'
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str = Field(description="Path pattern: `*` one segment, `**` any, `{name}` one segment.")
+    ttl: int | None = Field(None, ge=0, description="Seconds; overrides the default TTL.")
+    cache: bool = Field(True, description="False turns caching off for matching requests.")
+    statuses: list[int] | None = Field(None, description="Cacheable statuses for this route.")
+    vary: list[str] = Field(default_factory=list, description="Request headers added to the key.")
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("a rule path must start with '/'")
+        return value
+
+    @field_validator("vary")
+    @classmethod
+    def _vary_names(cls, value: list[str]) -> list[str]:
+        return _header_names(value)
+
+
+class CacheSettings(BaseSettings):
+    """All options of the cache; each field is the variable ``TIERED_CACHE_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    enabled: bool = Field(True, description="Master switch; false passes every request through.")
+    redis_url: SecretStr | None = Field(
+        None, description="Redis URL for L2. Unset: L1 only (said once in the log at start-up)."
+    )
+    redis_connect_timeout: float = Field(1.0, gt=0, description="Seconds to open a connection.")
+    redis_timeout: float = Field(
+        0.05, gt=0, description="Seconds allowed per Redis operation on the request path."
+    )
+    namespace: str = Field("ftc", description="Prefix of every Redis key (letters, digits, _.-).")
+    default_ttl: int = Field(60, ge=0, description="Seconds a response is fresh when the origin says nothing.")
+    l1_max_entries: int = Field(10_000, ge=0, description="L1 entry bound; 0 disables L1.")
+    l1_max_bytes: int = Field(64 * 1024 * 1024, ge=0, description="L1 size bound in bytes.")
+    l1_max_ttl: float = Field(
+        30.0, gt=0, description="Seconds an entry may live in L1; bounds cross-worker staleness."
+    )
+    keep_stale: int = Field(
+        300, ge=0, description="Seconds a stale entry with validators is kept for revalidation."
+    )
+    max_body_bytes: int = Field(1024 * 1024, ge=0, description="Largest body stored, in bytes.")
+    methods: CsvList = Field(["GET", "HEAD"], description="Cacheable methods (HEAD reuses GET).")
+    statuses: CsvInts = Field([200], description="Cacheable response statuses.")
+    rules: list[RouteRule] = Field(default_factory=list, description="Per-route rules (JSON list).")
+    secret_key: SecretStr | None = Field(
+        None, description="Key of the keyed hashes; required to cache authenticated responses."
+    )
+    cache_authenticated: bool | None = Field(
+        None,
+        description="Cache responses to requests with credentials, scoped per identity. "
+        "Default: on when SECRET_KEY is set.",
+    )
+    identity_headers: CsvList = Field(
+        ["authorization", "proxy-authorization", "x-api-key", "x-auth-token"],
+        description="Request headers that carry credentials.",
+    )
+    identity_cookies: CsvList = Field(
+        ["session", "sessionid", "session_id", "sid", "connect.sid", "phpsessid",
+         "jsessionid", "access_token", "auth_token", "token", "jwt", "remember_token"],
+        description="Cookies that carry credentials (names compared case-insensitively).",
+    )
+    tenant_header: str | None = Field("x-tenant-id", description="Header naming the tenant.")
+    identity_resolver: Plugin = Field(
+        None, description="Dotted path of a callable(request) -> principal | None | BYPASS."
+    )
+    tenant_resolver: Plugin = Field(
+        None, description="Dotted path of a callable(request) -> tenant | None | BYPASS."
+    )
+    key_builder: Plugin = Field(None, description="Dotted path of a KeyBuilder replacing the default.")
+    vary_on: CsvList = Field([], description="Request headers always added to the key.")
+    cache_status_name: str = Field(
+        "fastapi-tiered-cache", description="Cache name used in the Cache-Status header."
+    )
+    x_cache_header: bool = Field(True, description="Add the human-readable X-Cache header.")
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if not _NAMESPACE.match(value):
+            raise ValueError("use 1-32 letters, digits, '_', '.' or '-'")
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: list[str]) -> list[str]:
+        methods = sorted({m.strip().upper() for m in value})
+        unsafe = set(methods) - {"GET", "HEAD"}
+        if unsafe:
+            raise ValueError(f"only GET and HEAD can be cached, not {', '.join(sorted(unsafe))}")
+        return methods
+
+    @field_validator("statuses")
+    @classmethod
+    def _statuses(cls, value: list[int]) -> list[int]:
+        for status in value:
+            if status == 206 or not 200 <= status <= 599:
+                raise ValueError(f"{status} is not a cacheable status")
+        return sorted(set(value))
+
+    @field_validator("identity_headers", "vary_on")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        return _header_names(value)
+
+    @field_validator("identity_cookies")
+    @classmethod
+    def _cookies(cls, value: list[str]) -> list[str]:
+        return sorted({name.strip().lower() for name in value if name.strip()})
+
+    @field_validator("tenant_header")
+    @classmethod
+    def _tenant_header(cls, value: str | None) -> str | None:
+        return _header_names([value])[0] if value else None
+
+    @model_validator(mode="after")
+    def _secret_when_caching_identities(self) -> CacheSettings:
+        if self.cache_authenticated and self.secret_key is None:
+            raise ValueError(
+                "TIERED_CACHE_SECRET_KEY is required when TIERED_CACHE_CACHE_AUTHENTICATED is true"
+            )
+        if self.secret_key is not None and len(self.secret_key.get_secret_value()) < 16:
+            raise ValueError("TIERED_CACHE_SECRET_KEY must be at least 16 characters")
+        return self
+
+    @property
+    def caches_identities(self) -> bool:
+        """Whether responses to credentialed requests are cached (in their identity's scope)."""
+        if self.cache_authenticated is None:
+            return self.secret_key is not None
+        return self.cache_authenticated
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """Return messages for ``TIERED_CACHE_*`` variables that match no setting (typos)."""
+    fields = set(CacheSettings.model_fields)
+    problems = []
+    for name in environ:
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        field = name[len(ENV_PREFIX):].split("__", 1)[0].lower()
+        if field in fields:
+            continue
+        close = difflib.get_close_matches(field, fields, n=1)
+        hint = f"; did you mean {ENV_PREFIX}{close[0].upper()}?" if close else ""
+        problems.append(f"{name}: unknown setting{hint}")
+    return sorted(problems)
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = [str(part) for part in item["loc"]]
+        if not where:
+            lines.append(item["msg"].removeprefix("Value error, "))
+            continue
+        detail = ".".join(where[1:])
+        variable = ENV_PREFIX + where[0].upper() + (f"[{detail}]" if detail else "")
+        lines.append(f"{variable}: {item['msg']}")
+    return "; ".join(lines)
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> CacheSettings:
+    """Build settings from the environment plus ``overrides``; raise one clear error if invalid."""
+    problems = unknown_variables(os.environ if environ is None else environ)
+    if problems:
+        raise ConfigurationError("invalid cache settings: " + "; ".join(problems))
+    try:
+        return CacheSettings(**overrides)
+    except ValidationError as exc:
+        raise ConfigurationError("invalid cache settings: " + _describe(exc)) from None
+

@@ -1,0 +1,132 @@
+"""``TieredStore``: L1 in front of L2, read-through with promotion.
+
+A read tries L1 synchronously, then L2 (one round trip); an L2 hit is promoted into L1
+for what is left of its life, capped by ``l1_max_ttl`` (which bounds how long a worker can
+serve a copy that another worker has invalidated). A write goes to both tiers.
+
+This is the *only* place that catches ``StoreUnavailable``: a failing L2 is counted and
+answered as a miss, so a Redis fault can slow nothing but the origin.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from enum import Enum
+
+from ..entry import CachedResponse, Record
+from ..exceptions import StoreUnavailable
+from .base import Store
+from .memory import MemoryStore
+
+__all__ = ["Tier", "TieredStore"]
+
+logger = logging.getLogger("fastapi_tiered_cache")
+
+
+class Tier(str, Enum):
+    """Where a hit came from; also a metrics label."""
+
+    L1 = "l1"
+    L2 = "l2"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class TieredStore:
+    """Two tiers behaving as one store.
+
+    - ``l1``: a ``MemoryStore`` or ``None`` (L2 only).
+    - ``l2``: any ``Store`` (normally ``RedisStore``) or ``None`` (L1 only).
+    - ``l1_max_ttl``: most seconds an entry may live in L1.
+    - ``clock``: wall-clock seconds, to compute what is left of an entry's life.
+    """
+
+    def __init__(
+        self,
+        l1: MemoryStore | None,
+        l2: Store | None,
+        *,
+        l1_max_ttl: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.l1 = l1
+        self.l2 = l2
+        self.l1_max_ttl = l1_max_ttl
+        self.clock = clock
+        self.faults = 0
+
+    def _fault(self, exc: StoreUnavailable) -> None:
+        self.faults += 1
+        logger.debug("L2 unavailable: %s", exc, extra={"event": "l2_fault"})
+
+    def _l1_ttl(self, record: Record, ttl: float | None = None) -> float:
+        if ttl is None:
+            ttl = (
+                record.remaining_life(self.clock())
+                if isinstance(record, CachedResponse)
+                else self.l1_max_ttl
+            )
+        return min(ttl, self.l1_max_ttl)
+
+    def lookup_local(self, key: str) -> Record | None:
+        """L1 only, without awaiting: the fast path."""
+        return None if self.l1 is None else self.l1.lookup(key)
+
+    async def lookup_remote(self, key: str) -> Record | None:
+        """L2 only; a hit is promoted into L1. A fault is a miss."""
+        if self.l2 is None:
+            return None
+        try:
+            record = await self.l2.get(key)
+        except StoreUnavailable as exc:
+            self._fault(exc)
+            return None
+        if record is not None and self.l1 is not None:
+            self.l1.put(key, record, self._l1_ttl(record))
+        return record
+
+    async def get(self, key: str) -> tuple[Record, Tier] | None:
+        record = self.lookup_local(key)
+        if record is not None:
+            return record, Tier.L1
+        record = await self.lookup_remote(key)
+        return None if record is None else (record, Tier.L2)
+
+    def set_local(self, key: str, record: Record, ttl: float) -> None:
+        if self.l1 is not None:
+            self.l1.put(key, record, self._l1_ttl(record, ttl))
+
+    async def set_remote(self, key: str, record: Record, ttl: float) -> None:
+        if self.l2 is None:
+            return
+        try:
+            await self.l2.set(key, record, ttl)
+        except StoreUnavailable as exc:
+            self._fault(exc)
+
+    async def set(self, key: str, record: Record, ttl: float) -> None:
+        self.set_local(key, record, ttl)
+        await self.set_remote(key, record, ttl)
+
+    async def delete(self, key: str) -> None:
+        await self.delete_many((key,))
+
+    async def delete_many(self, keys: Iterable[str]) -> None:
+        batch = list(keys)
+        if self.l1 is not None:
+            for key in batch:
+                self.l1.discard(key)
+        if self.l2 is not None:
+            try:
+                await self.l2.delete_many(batch)
+            except StoreUnavailable as exc:
+                self._fault(exc)
+
+    async def close(self) -> None:
+        if self.l1 is not None:
+            await self.l1.close()
+        if self.l2 is not None:
+            await self.l2.close()
