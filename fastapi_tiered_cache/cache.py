@@ -15,8 +15,8 @@ from typing import Any
 from starlette.requests import Request
 
 from .identity import (
-    BYPASS,
     DEFAULT_TENANT,
+    Bypass,
     Identity,
     IdentityResolver,
     TenantResolver,
@@ -26,10 +26,10 @@ from .identity import (
     tenant_label,
 )
 from .keys import KeyBuilder, VaryValues, build_key
+from .metrics import Stats
 from .policy import Reason
 from .request import RequestInfo
 from .rules import RuleSet
-from .metrics import Stats
 from .settings import CacheSettings, RouteRule, load_settings
 from .stores import MemoryStore, RedisStore, TieredStore
 from .stores.redis import connect
@@ -133,14 +133,16 @@ class TieredCache:
     async def identify(self, info: RequestInfo) -> Identity | Reason:
         """The tenant and scope a request is cached under, or why it must bypass."""
         tenant = await self._tenant(info)
-        if tenant is BYPASS or isinstance(tenant, Reason):
+        if tenant is None:
             return Reason.RESOLVER
         s = self.settings
         credentials = credentials_of(info, s.identity_headers, s.identity_cookies)
+        principal: str | None
         if self.identity_resolver is not None:
-            principal = await resolve(self.identity_resolver, Request(info.scope))
-            if principal is BYPASS or (principal is None and credentials):
+            answer = await resolve(self.identity_resolver, Request(info.scope))
+            if isinstance(answer, Bypass) or (answer is None and credentials):
                 return Reason.RESOLVER  # fail closed: credentials are never anonymous
+            principal = answer
         elif credentials:
             principal = "\n".join(credentials)
         else:
@@ -149,20 +151,19 @@ class TieredCache:
             return Identity(tenant=tenant)
         if not s.caches_identities:
             return Reason.AUTHENTICATED
-        assert isinstance(principal, str)
         return Identity(tenant=tenant, scope=scope_for(principal, self.secret))
 
-    async def _tenant(self, info: RequestInfo) -> str | object:
+    async def _tenant(self, info: RequestInfo) -> str | None:
+        """The tenant label of a request, or None when the resolver says bypass."""
         if self.tenant_resolver is not None:
             tenant = await resolve(self.tenant_resolver, Request(info.scope))
-            if tenant is BYPASS:
-                return BYPASS
+            if isinstance(tenant, Bypass):
+                return None
         else:
             header = self.settings.tenant_header
-            tenant = info.headers.get(header, "").strip() or None if header else None
+            tenant = (info.headers.get(header, "").strip() or None) if header else None
         if tenant is None:
             return DEFAULT_TENANT
-        assert isinstance(tenant, str)
         return tenant_label(tenant, self.secret)
 
     def vary_names(self, rule: RouteRule | None) -> tuple[str, ...]:

@@ -24,9 +24,12 @@ __all__ = [
 # RFC 9111 §1.2.2: a delta-seconds too large to represent is capped at 2^31.
 MAX_DELTA_SECONDS = 2**31
 
-_DIRECTIVE = re.compile(
-    r'\s*([!#$%&\'*+\-.^_`|~0-9A-Za-z]+)\s*(?:=\s*("(?:[^"\\]|\\.)*"|[^,]*?))?\s*(?:,|$)'
-)
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+_QUOTED = r'"(?:[^"\\]|\\.)*"'
+_PIECES = re.compile(rf'(?:[^,"]|{_QUOTED})+')
+_DIRECTIVE = re.compile(rf"\s*({_TOKEN}+)\s*(?:=\s*({_QUOTED}|{_TOKEN}*))?\s*\Z")
+# Honoured even inside a malformed fragment: ignoring them could store what must not be.
+_RESTRICTIVE = re.compile(r"(?<![\w-])(no-store|private|no-cache)(?![\w-])", re.IGNORECASE)
 _DELTA_FIELDS = frozenset(
     {"max-age", "s-maxage", "stale-while-revalidate", "stale-if-error", "min-fresh", "max-stale"}
 )
@@ -73,17 +76,12 @@ def parse_delta_seconds(value: str) -> int | None:
 def _directives(header: str) -> dict[str, str | None]:
     """Split a field value into ``{lowercase name: raw argument}``; duplicates become ``"\\0"``."""
     found: dict[str, str | None] = {}
-    pos = 0
-    while pos < len(header):
-        match = _DIRECTIVE.match(header, pos)
-        if match is None or match.end() == pos:
-            # Skip an unparsable fragment up to the next comma rather than give up.
-            comma = header.find(",", pos)
-            if comma < 0:
-                break
-            pos = comma + 1
+    for piece in _PIECES.findall(header):
+        match = _DIRECTIVE.match(piece)
+        if match is None:
+            for name in _RESTRICTIVE.findall(piece):
+                found.setdefault(name.lower(), None)
             continue
-        pos = match.end()
         name, arg = match.group(1).lower(), match.group(2)
         if name in found and found[name] != arg:
             found[name] = "\0"  # conflicting duplicate: resolved the safe way by the caller

@@ -26,28 +26,30 @@ _POINTER = 1
 def encode(key: str, record: Record) -> bytes:
     """Serialise a record stored under ``key``."""
     if isinstance(record, VaryPointer):
-        return msgpack.packb([FORMAT_VERSION, _POINTER, key, list(record.names)])
-    return msgpack.packb(
-        [
-            FORMAT_VERSION,
-            _RESPONSE,
-            key,
-            record.status,
-            [[name, value] for name, value in record.headers],
-            record.body,
-            record.stored_at,
-            record.fresh_for,
-            record.initial_age,
-            record.etag,
-            record.last_modified,
-            [[name, value] for name, value in record.vary],
-            record.revalidate,
-            list(record.tags),
-            record.stale_for,
-            record.stale_while_revalidate,
-            record.stale_if_error,
-        ],
-        use_bin_type=True,
+        return bytes(msgpack.packb([FORMAT_VERSION, _POINTER, key, list(record.names)]))
+    return bytes(
+        msgpack.packb(
+            [
+                FORMAT_VERSION,
+                _RESPONSE,
+                key,
+                record.status,
+                [[name, value] for name, value in record.headers],
+                record.body,
+                record.stored_at,
+                record.fresh_for,
+                record.initial_age,
+                record.etag,
+                record.last_modified,
+                [[name, value] for name, value in record.vary],
+                record.revalidate,
+                list(record.tags),
+                record.stale_for,
+                record.stale_while_revalidate,
+                record.stale_if_error,
+            ],
+            use_bin_type=True,
+        )
     )
 
 
@@ -85,7 +87,9 @@ def _number(value: Any) -> float:
 
 def _response(fields: list[Any]) -> CachedResponse:
     _check(len(fields) == 14, "field count")
-    status, headers, body, stored_at, fresh_for, initial_age, etag, lm, vary, reval, tags = fields[:11]
+    status, headers, body, stored_at, fresh_for, initial_age, etag, lm, vary, reval, tags = fields[
+        :11
+    ]
     stale_for, swr, sie = (_number(value) for value in fields[11:])
     _check(isinstance(status, int) and 100 <= status <= 599, "status")
     _check(isinstance(body, bytes), "body")

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from .cache_control import parse_http_date
 from .entry import CachedResponse
 
-__all__ = ["etag_matches", "make_etag", "is_not_modified", "NOT_MODIFIED_HEADERS"]
+__all__ = ["NOT_MODIFIED_HEADERS", "etag_matches", "is_not_modified", "make_etag"]
 
 _ENTITY_TAG = re.compile(r'(?:[Ww]/)?"[^"]*"')
 

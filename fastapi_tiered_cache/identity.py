@@ -9,7 +9,6 @@ is never anonymous. If a resolver cannot name its principal, the request bypasse
 from __future__ import annotations
 
 import hashlib
-import hmac
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Iterable
@@ -104,9 +103,7 @@ def tenant_label(tenant: str, secret: bytes) -> str:
     return "_h" + keyed_hash(secret, "tenant", tenant, size=12)
 
 
-def credentials_of(
-    info: RequestInfo, headers: Iterable[str], cookies: Iterable[str]
-) -> list[str]:
+def credentials_of(info: RequestInfo, headers: Iterable[str], cookies: Iterable[str]) -> list[str]:
     """Every credential the request carries, as ``"kind:name=value"`` strings (sorted)."""
     found = [f"h:{name}={info.headers[name]}" for name in headers if name in info.headers]
     if "cookie" in info.headers:

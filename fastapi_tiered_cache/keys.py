@@ -81,12 +81,11 @@ def vary_values(info: RequestInfo, names: Sequence[str]) -> VaryValues:
     """The request's values of ``names``; ``None`` (absent) differs from ``""`` (empty)."""
     headers = info.headers
     return tuple(
-        (name, normalize_header_value(headers[name]) if name in headers else None)
-        for name in names
+        (name, normalize_header_value(headers[name]) if name in headers else None) for name in names
     )
 
 
-def _update(digest: hashlib._Hash, data: bytes) -> None:
+def _update(digest: hashlib.blake2b, data: bytes) -> None:
     digest.update(len(data).to_bytes(4, "big"))
     digest.update(data)
 

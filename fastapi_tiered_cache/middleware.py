@@ -20,7 +20,6 @@ does for every ordinary ``Response``) the ETag can still be added to the headers
 from __future__ import annotations
 
 from email.utils import formatdate
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -85,10 +84,9 @@ class TieredCacheMiddleware:
         app: ASGIApp,
         cache: TieredCache | None = None,
         settings: CacheSettings | None = None,
-        **cache_options: Any,
     ) -> None:
         self.app = app
-        self.cache = cache if cache is not None else TieredCache(settings, **cache_options)
+        self.cache = cache if cache is not None else TieredCache(settings)
         self.cache.startup()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -399,7 +397,9 @@ class _Capture:
         body = b"".join(self.chunks)
         start = self.start
         assert start is not None
-        headers = [(k.lower(), v) for k, v in start.get("headers", ()) if k.lower() not in _NOT_STORED]
+        headers = [
+            (k.lower(), v) for k, v in start.get("headers", ()) if k.lower() not in _NOT_STORED
+        ]
         headers.append((b"content-length", str(len(body)).encode()))
         if not etag:
             headers.append((b"etag", make_etag(body)))

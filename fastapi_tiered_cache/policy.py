@@ -12,8 +12,13 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from .cache_control import CacheControl, parse_cache_control, parse_delta_seconds, parse_http_date
-from .cache_control import parse_vary
+from .cache_control import (
+    CacheControl,
+    parse_cache_control,
+    parse_delta_seconds,
+    parse_http_date,
+    parse_vary,
+)
 from .request import RequestInfo
 
 __all__ = [
@@ -107,7 +112,10 @@ def check_request(info: RequestInfo, methods: Collection[str]) -> Decision:
     if info.method not in methods:
         return _bypass(Reason.METHOD)
     headers = info.headers
-    if headers.get("content-length", "0").strip() not in ("0", "") or "transfer-encoding" in headers:
+    if (
+        headers.get("content-length", "0").strip() not in ("0", "")
+        or "transfer-encoding" in headers
+    ):
         return _bypass(Reason.REQUEST_BODY)  # a "fat GET" must never share a body-less entry
     for name in METHOD_OVERRIDE_HEADERS:
         if name in headers:

@@ -70,5 +70,3 @@ def parse_cookies(header: str) -> dict[str, str]:
         value = value.strip()
         cookies[name] = f"{cookies[name]}; {value}" if name in cookies else value
     return cookies
-
-

@@ -25,7 +25,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from .exceptions import ConfigurationError
 
@@ -65,7 +65,8 @@ class RouteRule(BaseModel):
     ``path`` is a pattern over the request path as the router sees it: ``*`` matches
     one segment, ``**`` any number, ``{name}`` one segment. Example from the environment::
 
-        TIERED_CACHE_RULES='[{"path": "/products/*", "ttl": 300}, {"path": "/admin/**", "cache": false}]'
+        TIERED_CACHE_RULES='[{"path": "/products/*", "ttl": 300},
+                             {"path": "/admin/**", "cache": false}]'
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -109,7 +110,9 @@ class CacheSettings(BaseSettings):
         0.05, gt=0, description="Seconds allowed per Redis operation on the request path."
     )
     namespace: str = Field("ftc", description="Prefix of every Redis key (letters, digits, _.-).")
-    default_ttl: int = Field(60, ge=0, description="Seconds a response is fresh when the origin says nothing.")
+    default_ttl: int = Field(
+        60, ge=0, description="Seconds a response is fresh when the origin says nothing."
+    )
     l1_max_entries: int = Field(10_000, ge=0, description="L1 entry bound; 0 disables L1.")
     l1_max_bytes: int = Field(64 * 1024 * 1024, ge=0, description="L1 size bound in bytes.")
     l1_max_ttl: float = Field(
@@ -135,8 +138,20 @@ class CacheSettings(BaseSettings):
         description="Request headers that carry credentials.",
     )
     identity_cookies: CsvList = Field(
-        ["session", "sessionid", "session_id", "sid", "connect.sid", "phpsessid",
-         "jsessionid", "access_token", "auth_token", "token", "jwt", "remember_token"],
+        [
+            "session",
+            "sessionid",
+            "session_id",
+            "sid",
+            "connect.sid",
+            "phpsessid",
+            "jsessionid",
+            "access_token",
+            "auth_token",
+            "token",
+            "jwt",
+            "remember_token",
+        ],
         description="Cookies that carry credentials (names compared case-insensitively).",
     )
     tenant_header: str | None = Field("x-tenant-id", description="Header naming the tenant.")
@@ -146,7 +161,9 @@ class CacheSettings(BaseSettings):
     tenant_resolver: Plugin = Field(
         None, description="Dotted path of a callable(request) -> tenant | None | BYPASS."
     )
-    key_builder: Plugin = Field(None, description="Dotted path of a KeyBuilder replacing the default.")
+    key_builder: Plugin = Field(
+        None, description="Dotted path of a KeyBuilder replacing the default."
+    )
     vary_on: CsvList = Field([], description="Request headers always added to the key.")
     cache_status_name: str = Field(
         "fastapi-tiered-cache", description="Cache name used in the Cache-Status header."
@@ -217,7 +234,7 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     for name in environ:
         if not name.upper().startswith(ENV_PREFIX):
             continue
-        field = name[len(ENV_PREFIX):].split("__", 1)[0].lower()
+        field = name[len(ENV_PREFIX) :].split("__", 1)[0].lower()
         if field in fields:
             continue
         close = difflib.get_close_matches(field, fields, n=1)
@@ -248,4 +265,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         return CacheSettings(**overrides)
     except ValidationError as exc:
         raise ConfigurationError("invalid cache settings: " + _describe(exc)) from None
-
+    except SettingsError as exc:  # a value that is not even JSON, for a JSON-typed field
+        field = re.search(r'field "([^"]+)"', str(exc))
+        variable = ENV_PREFIX + field.group(1).upper() if field else "a TIERED_CACHE_ variable"
+        raise ConfigurationError(f"invalid cache settings: {variable}: not valid JSON") from None

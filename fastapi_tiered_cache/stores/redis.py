@@ -8,6 +8,7 @@ not decode (corrupt, foreign, another format version) is deleted and reported as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Iterable
 from typing import Any, TypeVar
@@ -64,7 +65,7 @@ class RedisStore:
             return decode(key, data)
         except DecodeError as exc:
             self.decode_errors += 1
-            logger.warning("dropping undecodable entry", extra={"event": "decode_error", "reason": str(exc)})
+            logger.warning("dropping undecodable entry: %s", exc, extra={"event": "decode_error"})
             await self.delete(key)
             return None
 
@@ -85,7 +86,6 @@ class RedisStore:
 
     async def close(self) -> None:
         if self.owns_client:
-            try:
+            # Closing a broken connection must not fail the application's shutdown.
+            with contextlib.suppress(RedisError, OSError):
                 await self.client.aclose()
-            except (RedisError, OSError):  # closing a broken connection must not fail shutdown
-                pass

@@ -1,0 +1,76 @@
+"""Per-route rules: pattern compilation and their effect through the middleware."""
+
+from __future__ import annotations
+
+import pytest
+
+from fastapi_tiered_cache.rules import RuleSet, compile_pattern
+from fastapi_tiered_cache.settings import RouteRule
+
+from .helpers import FakeClock, Origin, client_for, make_cache
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "matches"),
+    [
+        ("/products/*", "/products/1", True),
+        ("/products/*", "/products/1/reviews", False),
+        ("/products/**", "/products/1/reviews", True),
+        ("/products/{product_id}", "/products/7", True),
+        ("/products/{product_id}", "/products/", False),
+        ("/files/{p:path}", "/files/a/b.txt", True),
+        ("/a.b", "/aXb", False),
+        ("/exact", "/exact/", False),
+    ],
+)
+def test_compile_pattern(pattern: str, path: str, matches: bool) -> None:
+    assert bool(compile_pattern(pattern).match(path)) is matches
+
+
+def test_first_matching_rule_wins() -> None:
+    rules = RuleSet([RouteRule(path="/a/*", ttl=1), RouteRule(path="/**", ttl=2)])
+    assert rules.match("/a/x").ttl == 1  # type: ignore[union-attr]
+    assert rules.match("/b").ttl == 2  # type: ignore[union-attr]
+
+
+async def test_rule_off_bypasses_even_when_the_path_is_percent_encoded() -> None:
+    origin = Origin()
+    cache = make_cache(rules=[{"path": "/admin/**", "cache": False}])
+    async with client_for(origin, cache) as client:
+        plain = await client.get("/admin/users")
+        encoded = await client.get("/%61dmin/users")
+        await client.get("/%61dmin/users")
+    assert "detail=rule" in plain.headers["cache-status"]
+    assert "detail=rule" in encoded.headers["cache-status"]
+    assert origin.calls == 3
+
+
+async def test_rule_ttl_and_statuses_apply() -> None:
+    clock = FakeClock()
+    origin = Origin(status=404)
+    rules = [{"path": "/missing", "ttl": 5, "statuses": [200, 404]}]
+    async with client_for(origin, make_cache(clock, rules=rules)) as client:
+        await client.get("/missing")
+        clock.advance(4)
+        hit = await client.get("/missing")
+        clock.advance(2)
+        miss = await client.get("/missing")
+        other = await client.get("/elsewhere")
+        other_again = await client.get("/elsewhere")
+    assert hit.headers["x-cache"] == "HIT" and hit.status_code == 404
+    assert miss.headers["x-cache"] == "MISS"
+    assert other_again.headers["x-cache"] == "MISS" and other.status_code == 404
+
+
+async def test_rule_vary_headers_join_the_key() -> None:
+    origin = Origin(body=lambda scope: repr(scope["headers"]).encode())
+    rules = [{"path": "/**", "vary": ["X-Client"]}]
+    async with client_for(origin, make_cache(rules=rules)) as client:
+        await client.get("/", headers={"x-client": "a"})
+        other = await client.get("/", headers={"x-client": "b"})
+        empty = await client.get("/", headers={"x-client": ""})
+        absent = await client.get("/")
+        again = await client.get("/", headers={"x-client": "a"})
+    assert [r.headers["x-cache"] for r in (other, empty, absent, again)] == [
+        "MISS", "MISS", "MISS", "HIT",
+    ]
