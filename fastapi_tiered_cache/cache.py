@@ -26,7 +26,7 @@ from .identity import (
     tenant_label,
 )
 from .keys import KeyBuilder, VaryValues, build_key
-from .metrics import Stats
+from .metrics import Event, Metrics, Stats
 from .policy import Reason
 from .request import RequestInfo
 from .rules import RuleSet
@@ -87,6 +87,7 @@ class TieredCache:
         )
         self.store = TieredStore(l1, self._l2(redis), l1_max_ttl=s.l1_max_ttl, clock=clock)
         self.stats = Stats()
+        self.exporters: list[Metrics] = []
         self._vary_names: dict[int, tuple[str, ...]] = {}
         self._started = False
 
@@ -165,6 +166,20 @@ class TieredCache:
         if tenant is None:
             return DEFAULT_TENANT
         return tenant_label(tenant, self.secret)
+
+    def record(
+        self,
+        event: Event,
+        *,
+        route: str = "",
+        tenant: str = "",
+        tier: str = "",
+        reason: str = "",
+    ) -> None:
+        """Report an outcome to the in-process stats and every enabled exporter."""
+        self.stats.record(event, route=route, tenant=tenant, tier=tier, reason=reason)
+        for exporter in self.exporters:
+            exporter.record(event, route=route, tenant=tenant, tier=tier, reason=reason)
 
     def vary_names(self, rule: RouteRule | None) -> tuple[str, ...]:
         """Request headers always in the key: the settings' ``vary_on`` plus the rule's."""

@@ -1,33 +1,106 @@
-"""In-process counters: cheap enough for the hit path, always on.
+"""What the cache did, counted: the ``Metrics`` protocol and the always-on ``Stats``.
 
-``Stats.count(event, label)`` adds one to a counter such as ``("hit", "l1")`` or
-``("bypass", "set-cookie")``; ``snapshot()`` gives a JSON-able view with hit ratios.
+The middleware reports each outcome once through ``TieredCache.record`` which fans out to
+``Stats`` (in-process counters, cheap enough for the hit path, shown by the demo, the admin
+router and the CLI) and to any exporter (Prometheus, OpenTelemetry) the settings enable.
+Labels are bounded by construction: a route *template* (never the raw path), a tier, a
+reason code, and a tenant that exporters fold into ``other`` unless allow-listed.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from enum import Enum
+from typing import Protocol
 
-__all__ = ["Stats"]
+__all__ = ["Event", "Metrics", "Stats"]
+
+
+class Event(str, Enum):
+    """An outcome the cache reports."""
+
+    HIT = "hit"  # tier: l1 | l2
+    MISS = "miss"  # reason: miss | vary-miss | stale | revalidate
+    STALE = "stale"  # a stale entry was served; reason: while-revalidate | if-error
+    BYPASS = "bypass"  # reason: a policy.Reason value
+    STORE = "store"
+    EVICTION = "eviction"
+    REDIS_ERROR = "redis_error"
+    REDIS_TIMEOUT = "redis_timeout"
+    COALESCED = "coalesced"  # a request answered by another request's origin call
+    INVALIDATION = "invalidation"  # reason: key | path | prefix | tag | tenant | identity | all
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Metrics(Protocol):
+    """A sink for cache outcomes; implementations must be cheap and never raise."""
+
+    def record(
+        self,
+        event: Event,
+        *,
+        route: str = "",
+        tenant: str = "",
+        tier: str = "",
+        reason: str = "",
+    ) -> None: ...
+
+    def observe(self, seconds: float, *, route: str = "", outcome: str = "") -> None: ...
 
 
 class Stats:
-    """Counters of what the cache did, by event and label."""
+    """In-process counters by event and detail (tier or reason), and by route."""
 
     def __init__(self) -> None:
         self.counters: Counter[tuple[str, str]] = Counter()
+        self.routes: Counter[tuple[str, str]] = Counter()
 
-    def count(self, event: str, label: str) -> None:
-        self.counters[event, label] += 1
+    def record(
+        self,
+        event: Event,
+        *,
+        route: str = "",
+        tenant: str = "",
+        tier: str = "",
+        reason: str = "",
+    ) -> None:
+        self.counters[event.value, tier or reason] += 1
+        if route:
+            self.routes[route, event.value] += 1
 
-    def total(self, event: str) -> int:
-        return sum(n for (name, _), n in self.counters.items() if name == event)
+    def observe(self, seconds: float, *, route: str = "", outcome: str = "") -> None:
+        """Timings are left to the exporters; the in-process view stays a set of counters."""
+
+    def total(self, event: Event) -> int:
+        return sum(n for (name, _), n in self.counters.items() if name == event.value)
 
     def snapshot(self) -> dict[str, object]:
-        """Counts by event and label, and the hit ratio over cacheable requests."""
+        """Counts by event and detail, hit ratios per tier and per route."""
         by_event: dict[str, dict[str, int]] = {}
-        for (event, label), n in sorted(self.counters.items()):
-            by_event.setdefault(event, {})[label or "all"] = n
-        hits, misses = self.total("hit"), self.total("miss")
-        lookups = hits + misses
-        return {"counts": by_event, "hit_ratio": round(hits / lookups, 4) if lookups else None}
+        for (event, detail), n in sorted(self.counters.items()):
+            by_event.setdefault(event, {})[detail or "all"] = n
+        hits, misses = self.total(Event.HIT), self.total(Event.MISS)
+        lookups = hits + misses + self.total(Event.STALE)
+        per_tier = {
+            tier: round(n / lookups, 4)
+            for (event, tier), n in self.counters.items()
+            if event == "hit"
+        }
+        return {
+            "counts": by_event,
+            "hit_ratio": round(hits / lookups, 4) if lookups else None,
+            "hit_ratio_by_tier": per_tier if lookups else {},
+            "routes": self._routes(),
+        }
+
+    def _routes(self) -> dict[str, dict[str, object]]:
+        table: dict[str, dict[str, object]] = {}
+        for (route, event), n in sorted(self.routes.items()):
+            table.setdefault(route, {})[event] = n
+        for counts in table.values():
+            hits = int(str(counts.get("hit", 0)))
+            lookups = hits + int(str(counts.get("miss", 0))) + int(str(counts.get("stale", 0)))
+            counts["hit_ratio"] = round(hits / lookups, 4) if lookups else None
+        return table

@@ -29,6 +29,7 @@ from .conditional import NOT_MODIFIED_HEADERS, is_not_modified, make_etag
 from .entry import CachedResponse, VaryPointer
 from .identity import Identity
 from .keys import vary_values
+from .metrics import Event
 from .policy import (
     Reason,
     check_request,
@@ -172,7 +173,7 @@ class _Responder:
 
     async def bypass(self, reason: Reason, scope: Scope, receive: Receive, send: Send) -> None:
         """Let the app answer, marking the response as not from (nor into) the cache."""
-        self.cache.stats.count("bypass", str(reason))
+        self.cache.record(Event.BYPASS, reason=str(reason))
         extra = self.marks("BYPASS", "fwd=bypass", f"detail={reason}")
 
         async def send_marked(message: Message) -> None:
@@ -200,7 +201,7 @@ class _Responder:
     ) -> None:
         """Answer from a stored entry: 200 (or its status), 304, or headers only for HEAD."""
         now = self.cache.clock()
-        self.cache.stats.count("hit", str(tier))
+        self.cache.record(Event.HIT, tier=str(tier))
         status_params = params or ("hit", f"ttl={max(0, int(record.ttl(now)))}", f"detail={tier}")
         extra = [(b"age", str(int(record.age(now))).encode()), *self.marks(x_cache, *status_params)]
         if record.status == 200 and is_not_modified(info.headers, record):
@@ -240,7 +241,7 @@ class _Fetch:
         self.request_cc: CacheControl = parse_cache_control(cc) if cc else EMPTY
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.cache.stats.count("miss", self.forward)
+        self.cache.record(Event.MISS, reason=self.forward)
         await self.app_through(scope, receive, send, None)
 
     async def revalidate(
@@ -248,7 +249,7 @@ class _Fetch:
     ) -> None:
         """Ask the origin whether a stale entry is still good (RFC 9111 §4.3.1)."""
         self.forward = "stale"
-        self.cache.stats.count("miss", "revalidate")
+        self.cache.record(Event.MISS, reason="revalidate")
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _CONDITIONAL]
         if record.etag:
             headers.append((b"if-none-match", record.etag.encode("latin-1")))
@@ -440,7 +441,7 @@ class _Capture:
             # a key that does, and leave a pointer at the primary key for later lookups.
             key = self.cache.key_for(fetch.info, fetch.identity, record.vary)
             pointer = VaryPointer(names)
-        self.cache.stats.count("store", "")
+        self.cache.record(Event.STORE)
         store.set_local(key, record, ttl)
         if pointer is not None:
             store.set_local(fetch.primary, pointer, ttl)

@@ -12,7 +12,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -76,6 +76,32 @@ class RouteRule(BaseModel):
     cache: bool = Field(True, description="False turns caching off for matching requests.")
     statuses: list[int] | None = Field(None, description="Cacheable statuses for this route.")
     vary: list[str] = Field(default_factory=list, description="Request headers added to the key.")
+    tags: list[str] = Field(
+        default_factory=list,
+        description="Tags of stored responses; `{param}` is filled from the path (`product:{id}`).",
+    )
+    invalidates: list[str] = Field(
+        default_factory=list,
+        description="Tags purged when a write (POST/PUT/PATCH/DELETE) to this route succeeds.",
+    )
+    invalidate_parents: bool | None = Field(
+        None, description="Whether a write also purges its parent collection paths."
+    )
+    stale_while_revalidate: int | None = Field(
+        None, ge=0, description="Seconds a stale entry may be served while it is refreshed."
+    )
+    stale_if_error: int | None = Field(
+        None, ge=0, description="Seconds a stale entry may be served when the origin fails."
+    )
+    cache_control: str | None = Field(
+        None, description="Cache-Control sent to clients for this route's cached responses."
+    )
+    query_allow: list[str] | None = Field(
+        None, description="Only these query parameters join the key (`*` wildcards allowed)."
+    )
+    query_deny: list[str] = Field(
+        default_factory=list, description="Query parameters left out of the key (`utm_*`)."
+    )
 
     @field_validator("path")
     @classmethod
@@ -170,6 +196,95 @@ class CacheSettings(BaseSettings):
     )
     x_cache_header: bool = Field(True, description="Add the human-readable X-Cache header.")
 
+    # Invalidation and coherence.
+    invalidate_on_write: bool = Field(
+        True, description="A successful POST/PUT/PATCH/DELETE purges the paths it changed."
+    )
+    invalidate_parents: bool = Field(
+        True, description="Writes also purge their parent collection (`/heroes/2` -> `/heroes`)."
+    )
+    surrogate_key_headers: CsvList = Field(
+        ["surrogate-key", "cache-tag"],
+        description="Response headers whose values tag the stored response.",
+    )
+    forward_surrogate_keys: bool = Field(
+        False, description="Pass the surrogate-key headers on to the client."
+    )
+    bus_heartbeat: float = Field(
+        1.0, gt=0, description="Seconds between heartbeats on the invalidation bus."
+    )
+
+    # Stampede protection and stale serving.
+    coalesce: bool = Field(
+        True,
+        description="One origin call per key for concurrent misses, in-process and fleet-wide.",
+    )
+    lease_ttl: float = Field(
+        3.0, gt=0, description="Seconds a fleet-wide compute lease lives unless renewed."
+    )
+    coalesce_wait: float = Field(
+        5.0, ge=0, description="Most seconds a request waits for another's origin call."
+    )
+    stale_while_revalidate: int = Field(
+        0, ge=0, description="Default seconds a stale entry is served while one refresh runs."
+    )
+    stale_if_error: int = Field(
+        0, ge=0, description="Default seconds a stale entry is served when the origin fails."
+    )
+    origin_timeout: float | None = Field(
+        None, gt=0, description="Seconds after which a stale entry is served instead (with SIE)."
+    )
+    hit_for_miss_ttl: float = Field(
+        5.0, ge=0, description="Seconds an uncacheable key skips coalescing."
+    )
+    early_refresh: float = Field(
+        0.0, ge=0, description="XFetch beta for probabilistic refresh before expiry; 0 is off."
+    )
+    max_background_refreshes: int = Field(
+        16, ge=1, description="Most background refreshes in flight per process."
+    )
+
+    # Resilience.
+    breaker_threshold: int = Field(
+        5, ge=1, description="Consecutive Redis failures that open the circuit breaker."
+    )
+    breaker_cooldown: float = Field(
+        5.0, gt=0, description="Seconds the breaker stays open before probing Redis again."
+    )
+    redis_max_connections: int = Field(
+        100, ge=1, description="Most connections in the Redis pool of each process."
+    )
+    l1_tenant_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Largest share of L1 (entries and bytes) one named tenant may hold.",
+    )
+
+    # Scale out.
+    redis_mode: Literal["standalone", "cluster", "sentinel"] = Field(
+        "standalone", description="standalone, cluster (URL lists seed nodes) or sentinel."
+    )
+    sentinel_service: str | None = Field(
+        None, description="Name of the master monitored by the sentinels (sentinel mode)."
+    )
+
+    # Operations.
+    admin_enabled: bool = Field(False, description="Mount the admin router (needs ADMIN_TOKEN).")
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token that protects the admin router."
+    )
+    admin_path: str = Field("/_cache", description="Path prefix of the admin router.")
+    prometheus_enabled: bool = Field(
+        False, description="Export metrics with prometheus-client (the `prometheus` extra)."
+    )
+    metrics_path: str | None = Field(
+        "/metrics", description="Where Prometheus metrics are served; unset to use your own."
+    )
+    metrics_tenants: CsvList = Field(
+        [], description="Tenants labelled by name in metrics; others are counted as `other`."
+    )
+
     @field_validator("namespace")
     @classmethod
     def _namespace(cls, value: str) -> str:
@@ -208,6 +323,18 @@ class CacheSettings(BaseSettings):
     @classmethod
     def _tenant_header(cls, value: str | None) -> str | None:
         return _header_names([value])[0] if value else None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CacheSettings:
+        if self.redis_mode != "standalone" and self.redis_url is None:
+            raise ValueError(f"TIERED_CACHE_REDIS_URL is required in {self.redis_mode} mode")
+        if self.redis_mode == "sentinel" and not self.sentinel_service:
+            raise ValueError("TIERED_CACHE_SENTINEL_SERVICE is required in sentinel mode")
+        if self.admin_enabled and self.admin_token is None:
+            raise ValueError(
+                "TIERED_CACHE_ADMIN_TOKEN is required when the admin router is enabled"
+            )
+        return self
 
     @model_validator(mode="after")
     def _secret_when_caching_identities(self) -> CacheSettings:
