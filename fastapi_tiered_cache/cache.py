@@ -7,13 +7,20 @@ resolvers and the route rules. It holds no per-request state.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from redis.exceptions import RedisError
 from starlette.requests import Request
 
+from .bus import InvalidationBus
+from .entry import CachedResponse, VaryPointer
+from .exceptions import StoreUnavailable
+from .generations import Generations, counter_names
 from .identity import (
     DEFAULT_TENANT,
     Bypass,
@@ -21,11 +28,13 @@ from .identity import (
     IdentityResolver,
     TenantResolver,
     credentials_of,
+    keyed_hash,
     resolve,
     scope_for,
     tenant_label,
 )
-from .keys import KeyBuilder, VaryValues, build_key
+from .invalidation import Invalidator, normalize_path, prefix_index
+from .keys import KeyBuilder, VaryValues, build_key, vary_values
 from .metrics import Event, Metrics, Stats
 from .policy import Reason
 from .request import RequestInfo
@@ -86,10 +95,39 @@ class TieredCache:
             else None
         )
         self.store = TieredStore(l1, self._l2(redis), l1_max_ttl=s.l1_max_ttl, clock=clock)
+        # Response headers carrying tags, as raw lower-case names.
+        self.surrogate_headers = frozenset(h.encode("latin-1") for h in s.surrogate_key_headers)
         self.stats = Stats()
         self.exporters: list[Metrics] = []
         self._vary_names: dict[int, tuple[str, ...]] = {}
         self._started = False
+        client = self.store.l2.client if isinstance(self.store.l2, RedisStore) else None
+        self.generations = Generations(
+            client, s.namespace, timeout=s.redis_timeout, degraded_ttl=1.0, timer=l1_timer
+        )
+        self.bus = (
+            InvalidationBus(
+                client,
+                s.namespace,
+                on_message=self._on_bus_message,
+                on_lost=self._on_bus_change,
+                on_restored=self._on_bus_change,
+                heartbeat=s.bus_heartbeat,
+                timeout=max(s.redis_timeout, 0.5),
+            )
+            if client is not None and hasattr(client, "pubsub")
+            else None
+        )
+        self.invalidator = Invalidator(
+            self.store,
+            client,
+            s.namespace,
+            publish=self.bus.publish if self.bus is not None else None,
+            timeout=s.redis_timeout,
+            timer=l1_timer,
+            clock=clock,
+        )
+        self._sync_l1_bound()
 
     def _l2(self, redis: Any) -> RedisStore | None:
         s = self.settings
@@ -107,7 +145,8 @@ class TieredCache:
     @property
     def tiers(self) -> str:
         """Human-readable description of the active tiers."""
-        names = [name for name, tier in (("L1", self.store.l1), ("L2", self.store.l2)) if tier]
+        tiers = (("L1", self.store.l1), ("L2", self.store.l2))
+        names = [name for name, tier in tiers if tier is not None]
         return " + ".join(names) or "none"
 
     def startup(self) -> None:
@@ -127,12 +166,60 @@ class TieredCache:
                 " (set TIERED_CACHE_SECRET_KEY to cache them per identity)"
             )
 
+    def start_background(self) -> None:
+        """Start the invalidation bus (idempotent; needs a running event loop)."""
+        if self.bus is not None:
+            self.bus.start()
+
     async def close(self) -> None:
-        """Close the Redis connections and drop L1 (called at application shutdown)."""
+        """Stop the bus, close the Redis connections and drop L1 (at application shutdown)."""
+        if self.bus is not None:
+            await self.bus.close()
+        await self.invalidator.close()
         await self.store.close()
 
+    # -- coherence --------------------------------------------------------------------
+    def _sync_l1_bound(self) -> None:
+        """Trust L1 for ``l1_max_ttl`` only while the bus is delivering; else a few beats."""
+        s = self.settings
+        coherent = self.store.l2 is None or (self.bus is not None and self.bus.healthy)
+        self.generations.trusted = coherent
+        self.store.l1_max_ttl = s.l1_max_ttl if coherent else min(s.l1_max_ttl, 3 * s.bus_heartbeat)
+
+    def _on_bus_change(self) -> None:
+        # Whatever we held may have been purged while we could not hear: start over.
+        if self.store.l1 is not None:
+            self.store.l1.clear()
+        self.invalidator.local.clear()
+        self.generations.forget()
+        self._sync_l1_bound()
+
+    def _on_bus_message(self, kind: str, data: Any) -> None:
+        if kind == "purge":
+            self.invalidator.on_purge_message(data)
+        elif kind == "gen" and isinstance(data, list) and len(data) == 2:
+            name, value = data
+            if isinstance(name, str) and isinstance(value, int):
+                self.generations.apply(name, value)
+
     async def identify(self, info: RequestInfo) -> Identity | Reason:
-        """The tenant and scope a request is cached under, or why it must bypass."""
+        """The tenant and scope a request is cached under, or why it must bypass.
+
+        A resolver that raises makes the request bypass the cache (logged): a plug-in bug
+        must cost the cache, never the response.
+        """
+        try:
+            return await self._identify(info)
+        except Exception as exc:
+            logger.error(
+                "identity/tenant resolver failed: %s: %s",
+                type(exc).__name__,
+                exc,
+                extra={"event": "resolver_error"},
+            )
+            return Reason.RESOLVER
+
+    async def _identify(self, info: RequestInfo) -> Identity | Reason:
         tenant = await self._tenant(info)
         if tenant is None:
             return Reason.RESOLVER
@@ -153,6 +240,10 @@ class TieredCache:
         if not s.caches_identities:
             return Reason.AUTHENTICATED
         return Identity(tenant=tenant, scope=scope_for(principal, self.secret))
+
+    async def tenant_of(self, info: RequestInfo) -> str | None:
+        """The tenant label of a request, or None when the resolver says bypass."""
+        return await self._tenant(info)
 
     async def _tenant(self, info: RequestInfo) -> str | None:
         """The tenant label of a request, or None when the resolver says bypass."""
@@ -190,8 +281,151 @@ class TieredCache:
             self._vary_names[id(rule)] = names
         return names
 
-    def key_for(self, info: RequestInfo, identity: Identity, vary: VaryValues) -> str:
-        """The storage key of a request in a scope, with the given Vary values."""
-        return self.key_builder(
-            info, identity, vary, namespace=self.settings.namespace, secret=self.secret
-        )
+    async def generation(self, identity: Identity) -> str | None:
+        """The generation part of keys in this scope; None if it cannot be known now."""
+        known = self.generations.peek(identity.tenant, identity.scope)
+        if known is not None:
+            return known
+        return await self.generations.current(identity.tenant, identity.scope)
+
+    def key_for(
+        self, info: RequestInfo, identity: Identity, vary: VaryValues, generation: str | None
+    ) -> str:
+        """The storage key of a request in a scope, with the given Vary values.
+
+        ``generation`` None (counters unknown, Redis unreachable) gives a key that is only
+        ever used in this process's L1.
+        """
+        digest = self.key_builder(info, vary, secret=self.secret)
+        if len(digest) > 64 or not digest.isalnum():  # a plug-in's digest, kept bounded
+            digest = keyed_hash(self.secret, "key", digest, size=20)
+        gen = generation or "gx"
+        return f"{self.settings.namespace}:{gen}:{identity.tenant}:{identity.scope}:{digest}"
+
+    # -- the invalidation API ------------------------------------------------------------
+    def tenant_label(self, tenant: str | None) -> str:
+        """How a tenant id appears in keys and indexes (None: the default tenant)."""
+        return DEFAULT_TENANT if tenant is None else tenant_label(tenant, self.secret)
+
+    async def invalidate_path(
+        self, path: str, *, tenant: str | None = None, soft: bool = False
+    ) -> int:
+        """Purge every variant and identity scope stored for ``path`` (query strings too)."""
+        self.record(Event.INVALIDATION, reason="path")
+        label = self.tenant_label(tenant)
+        return await self.invalidator.purge([f"x:{label}:{normalize_path(path)}"], soft=soft)
+
+    async def invalidate_prefix(
+        self, prefix: str, *, tenant: str | None = None, soft: bool = False
+    ) -> int:
+        """Purge ``prefix`` and every path below it (by whole segments: ``/a`` not ``/ab``)."""
+        label = self.tenant_label(tenant)
+        if normalize_path(prefix) == "/":
+            await self.invalidate_tenant(tenant)
+            return 0
+        self.record(Event.INVALIDATION, reason="prefix")
+        return await self.invalidator.purge([prefix_index(label, prefix)], soft=soft)
+
+    async def invalidate_tags(
+        self, *tags: str, tenant: str | None = None, soft: bool = False
+    ) -> int:
+        """Purge every entry carrying any of ``tags`` (surrogate keys)."""
+        self.record(Event.INVALIDATION, reason="tag")
+        label = self.tenant_label(tenant)
+        return await self.invalidator.purge([f"t:{label}:{tag}" for tag in tags], soft=soft)
+
+    async def invalidate_tenant(self, tenant: str | None) -> None:
+        """Purge a whole tenant in O(1): its generation counter moves on."""
+        self.record(Event.INVALIDATION, reason="tenant")
+        await self._bump(counter_names(self.settings.namespace, self.tenant_label(tenant), "")[1])
+
+    async def invalidate_identity(
+        self,
+        *,
+        principal: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        tenant: str | None = None,
+    ) -> None:
+        """Purge one identity's scope in O(1), named by principal or by its credentials."""
+        if principal is None:
+            info = RequestInfo.from_url("GET", "/", headers)
+            found = credentials_of(
+                info, self.settings.identity_headers, self.settings.identity_cookies
+            )
+            scope = scope_for("\n".join(found), self.secret) if found else "pub"
+        else:
+            scope = scope_for(principal, self.secret)
+        self.record(Event.INVALIDATION, reason="identity")
+        names = counter_names(self.settings.namespace, self.tenant_label(tenant), scope)
+        await self._bump(names[2])
+
+    async def invalidate_all(self) -> None:
+        """Purge everything in O(1): the global generation counter moves on."""
+        self.record(Event.INVALIDATION, reason="all")
+        await self._bump(counter_names(self.settings.namespace, DEFAULT_TENANT, "")[0])
+
+    async def invalidate_request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        tenant: str | None = None,
+    ) -> int:
+        """Purge the entry one request would be served (its tenant, scope and variant)."""
+        self.record(Event.INVALIDATION, reason="key")
+        keys = await self._keys_of(method, url, headers, tenant)
+        if not keys:
+            return 0
+        self.invalidator.evict_local((), keys)
+        await self.store.delete_many(keys)
+        if self.bus is not None:
+            with contextlib.suppress(Exception):
+                await self.bus.publish("purge", [[], keys])
+        return 1
+
+    async def lookup(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        tenant: str | None = None,
+    ) -> CachedResponse | None:
+        """What is stored for a GET of ``url`` by a client sending ``headers``."""
+        keys = await self._keys_of("GET", url, headers, tenant)
+        found = await self.store.get(keys[-1]) if keys else None
+        return found[0] if found and isinstance(found[0], CachedResponse) else None
+
+    async def _keys_of(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        tenant: str | None,
+    ) -> list[str]:
+        """The primary key of a request and, behind a Vary pointer, its variant's key."""
+        merged = dict(headers or {})
+        if tenant is not None and self.settings.tenant_header:
+            merged[self.settings.tenant_header] = tenant
+        info = RequestInfo.from_url(method, url, merged)
+        identity = await self.identify(info)
+        if isinstance(identity, Reason):
+            return []
+        generation = await self.generation(identity)
+        rule = self.rules.match(info.path) if self.rules else None
+        names = self.vary_names(rule)
+        primary = self.key_for(info, identity, vary_values(info, names), generation)
+        found = await self.store.get(primary)
+        if found is not None and isinstance(found[0], VaryPointer):
+            names = tuple(sorted({*names, *found[0].names}))
+            return [primary, self.key_for(info, identity, vary_values(info, names), generation)]
+        return [primary]
+
+    async def _bump(self, name: str) -> None:
+        try:
+            value = await self.generations.bump(name)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            raise StoreUnavailable(f"purge failed: {type(exc).__name__}: {exc}") from exc
+        if self.bus is not None:
+            with contextlib.suppress(Exception):
+                await self.bus.publish("gen", [name, value])

@@ -47,6 +47,7 @@ def encode(key: str, record: Record) -> bytes:
                 record.stale_for,
                 record.stale_while_revalidate,
                 record.stale_if_error,
+                record.route,
             ],
             use_bin_type=True,
         )
@@ -86,11 +87,13 @@ def _number(value: Any) -> float:
 
 
 def _response(fields: list[Any]) -> CachedResponse:
-    _check(len(fields) == 14, "field count")
+    _check(len(fields) == 15, "field count")
     status, headers, body, stored_at, fresh_for, initial_age, etag, lm, vary, reval, tags = fields[
         :11
     ]
-    stale_for, swr, sie = (_number(value) for value in fields[11:])
+    stale_for, swr, sie = (_number(value) for value in fields[11:14])
+    route = fields[14]
+    _check(isinstance(route, str), "route")
     _check(isinstance(status, int) and 100 <= status <= 599, "status")
     _check(isinstance(body, bytes), "body")
     _check(isinstance(etag, str), "etag")
@@ -112,6 +115,7 @@ def _response(fields: list[Any]) -> CachedResponse:
         stale_for=stale_for,
         stale_while_revalidate=swr,
         stale_if_error=sie,
+        route=route,
     )
 
 

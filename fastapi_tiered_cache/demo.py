@@ -164,7 +164,7 @@ def _account_routes() -> APIRouter:
         response: Response, cache: Annotated[TieredCache, Depends(get_cache)]
     ) -> dict[str, object]:
         response.headers["Cache-Control"] = "no-store"
-        tiers = describe_tiers(cache.settings, cache)
+        tiers = describe_tiers(cache)
         return {"tiers": tiers, "l2_faults": cache.store.faults, **cache.stats.snapshot()}
 
     return router
@@ -193,10 +193,10 @@ def landing_page(url: str) -> str:
         f"curl -i -H 'Authorization: Bearer alice-token' {url}/me",
         f"curl -i -H 'Authorization: Bearer bob-token' {url}/me",
         "",
-        "# 5. Writes bypass the cache. Cached copies keep serving until their TTL runs out",
-        "#    (TIERED_CACHE_DEFAULT_TTL, 60 s unless set).",
+        "# 5. Writes go straight to the app (X-Cache: BYPASS). Then read the product again.",
         "curl -i -X PUT -H 'Content-Type: application/json' \\",
         f'     -d \'{{"name": "Laptop Pro", "price": 1299, "stock": 5}}\' {url}/products/1',
+        f"curl -si {url}/products/1 | grep -iE '^(x-cache|cache-status|age):'",
         "",
         "# 6. What the cache did so far (never cached itself).",
         f"curl -s {url}/stats",
@@ -290,8 +290,9 @@ def mask_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-def describe_tiers(settings: CacheSettings, cache: TieredCache) -> str:
+def describe_tiers(cache: TieredCache) -> str:
     """The active tiers as the start-up banner shows them."""
+    settings = cache.settings
     if not settings.enabled:
         return "disabled (TIERED_CACHE_ENABLED=false): every request goes to the app"
     # Not ``cache.tiers``: an empty L1 is falsy there (MemoryStore has a __len__).
@@ -333,12 +334,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache: TieredCache = app.state.tiered_cache
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"fastapi-tiered-cache demo on http://{host}:{args.port}/ (open it for what to try)")
-    print(f"cache tiers: {describe_tiers(cache.settings, cache)}")
+    print(f"cache tiers: {describe_tiers(cache)}")
     if generated:
-        print(
-            "TIERED_CACHE_SECRET_KEY is not set: using a random key for this process,"
-            " so /me is cached per identity"
-        )
+        why = ", so /me is cached per identity" if cache.settings.caches_identities else ""
+        print(f"TIERED_CACHE_SECRET_KEY is not set: using a random key for this process{why}")
     sys.stdout.flush()
     uvicorn.run(app, host=args.host, port=args.port)
     return 0

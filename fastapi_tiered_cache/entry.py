@@ -30,6 +30,7 @@ class CachedResponse:
     - ``revalidate``: reuse only after revalidation (``no-cache``).
     - ``stale_for``: seconds it is kept past freshness (for revalidation and stale serving).
     - ``stale_while_revalidate`` / ``stale_if_error``: the origin's RFC 5861 windows, seconds.
+    - ``tags``: surrogate keys it can be purged by; ``route``: its route template (a label).
     """
 
     status: int
@@ -46,6 +47,7 @@ class CachedResponse:
     stale_for: float = 0.0
     stale_while_revalidate: float = 0.0
     stale_if_error: float = 0.0
+    route: str = ""
     size: int = field(default=0, compare=False)
     served_etag: bytes = field(default=b"", compare=False, repr=False)
 

@@ -1,7 +1,10 @@
-"""Cache keys: ``{namespace}:{tenant}:{scope}:{digest}``.
+"""Cache keys: ``{namespace}:g{generations}:{tenant}:{scope}:{digest}``.
 
-The digest is a keyed BLAKE2b over everything that selects a response: method, scheme,
-host, ``root_path``, the raw path *as sent* (``%2F`` and ``/`` are different resources),
+The cache composes the key; a ``KeyBuilder`` (the default one here, or a plug-in) only
+computes the digest of the request, so no plug-in can drop the tenant or the identity
+scope from a key. The default digest is a keyed BLAKE2b over everything that selects a
+response: method, scheme, host, ``root_path``, the raw path *as sent* (``%2F`` and ``/``
+are different resources),
 the query with distinct parameters sorted (a repeated parameter keeps its order), the
 proxy headers that steer frameworks, and the request headers the response varies on. Each
 part is length-prefixed, so no two different requests can produce the same input, and the
@@ -14,7 +17,6 @@ import hashlib
 from collections.abc import Sequence
 from typing import Protocol
 
-from .identity import Identity
 from .request import RequestInfo
 
 __all__ = [
@@ -46,17 +48,13 @@ VaryValues = tuple[tuple[str, str | None], ...]
 
 
 class KeyBuilder(Protocol):
-    """Build the storage key of a request; see ``build_key`` for the contract."""
+    """Digest of what selects a response, given the Vary values; see ``build_key``.
 
-    def __call__(
-        self,
-        info: RequestInfo,
-        identity: Identity,
-        vary: VaryValues,
-        *,
-        namespace: str,
-        secret: bytes,
-    ) -> str: ...
+    Must be deterministic across processes and restarts, and different for requests the
+    app may answer differently. The cache adds namespace, generations, tenant and scope.
+    """
+
+    def __call__(self, info: RequestInfo, vary: VaryValues, *, secret: bytes) -> str: ...
 
 
 def normalize_query(query: bytes) -> bytes:
@@ -90,14 +88,7 @@ def _update(digest: hashlib.blake2b, data: bytes) -> None:
     digest.update(data)
 
 
-def build_key(
-    info: RequestInfo,
-    identity: Identity,
-    vary: VaryValues,
-    *,
-    namespace: str,
-    secret: bytes,
-) -> str:
+def build_key(info: RequestInfo, vary: VaryValues, *, secret: bytes) -> str:
     """The default key builder. HEAD shares the GET key: it is answered from the GET entry."""
     scope = info.scope
     headers = info.headers
@@ -118,4 +109,4 @@ def build_key(
     for name, value in vary:
         _update(digest, name.encode("latin-1"))
         _update(digest, b"\x00" if value is None else b"=" + value.encode("latin-1", "replace"))
-    return f"{namespace}:{identity.tenant}:{identity.scope}:{digest.hexdigest()}"
+    return digest.hexdigest()

@@ -19,7 +19,9 @@ does for every ordinary ``Response``) the ETag can still be added to the headers
 
 from __future__ import annotations
 
+import logging
 from email.utils import formatdate
+from urllib.parse import unquote, urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,7 +29,9 @@ from .cache import TieredCache
 from .cache_control import EMPTY, CacheControl, parse_cache_control, parse_http_date, parse_vary
 from .conditional import NOT_MODIFIED_HEADERS, is_not_modified, make_etag
 from .entry import CachedResponse, VaryPointer
+from .exceptions import StoreUnavailable
 from .identity import Identity
+from .invalidation import index_names, normalize_path, parent_path
 from .keys import vary_values
 from .metrics import Event
 from .policy import (
@@ -40,6 +44,7 @@ from .policy import (
 from .request import RequestInfo
 from .settings import CacheSettings, RouteRule
 from .stores import Tier
+from .tags import fill_tags, rule_params
 
 __all__ = ["TieredCacheMiddleware"]
 
@@ -63,6 +68,9 @@ _NOT_STORED = frozenset(
         b"cache-status",
     }
 )
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_MAX_TAGS = 64
+logger = logging.getLogger("fastapi_tiered_cache")
 _CONDITIONAL = frozenset(
     {b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since", b"if-range"}
 )
@@ -103,12 +111,18 @@ class TieredCacheMiddleware:
         if isinstance(state, dict):
             state.setdefault("tiered_cache", self.cache)  # request.state.tiered_cache
 
+        async def receive_starting() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.cache.start_background()  # the invalidation bus lives with the app
+            return message
+
         async def send_closing(message: Message) -> None:
             if message["type"] == "lifespan.shutdown.complete":
                 await self.cache.close()
             await send(message)
 
-        await self.app(scope, receive, send_closing)
+        await self.app(scope, receive_starting, send_closing)
 
 
 def _status_value(cache: TieredCache, *params: str) -> bytes:
@@ -125,6 +139,9 @@ class _Responder:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         cache = self.cache
         info = RequestInfo.from_scope(scope)
+        if info.method in _WRITES and cache.settings.invalidate_on_write:
+            await self.write(info, scope, receive, send)
+            return
         decision = check_request(info, cache.methods)
         if not decision.cacheable:
             await self.bypass(decision.reason, scope, receive, send)
@@ -137,10 +154,11 @@ class _Responder:
         if isinstance(identity, Reason):
             await self.bypass(identity, scope, receive, send)
             return
+        generation = await cache.generation(identity)
         names = cache.vary_names(rule)
-        primary = cache.key_for(info, identity, vary_values(info, names))
-        key, names, record, tier = await self.lookup(info, identity, primary, names)
-        fetch = _Fetch(self, info, identity, rule, primary, key, names)
+        primary = cache.key_for(info, identity, vary_values(info, names), generation)
+        key, names, record, tier = await self.lookup(info, identity, generation, primary, names)
+        fetch = _Fetch(self, info, identity, rule, generation, primary, key, names)
         if isinstance(record, CachedResponse):
             if not record.matches(vary_values(info, [name for name, _ in record.vary])):
                 fetch.forward = "vary-miss"
@@ -155,7 +173,12 @@ class _Responder:
         await fetch(scope, receive, send)
 
     async def lookup(
-        self, info: RequestInfo, identity: Identity, key: str, names: tuple[str, ...]
+        self,
+        info: RequestInfo,
+        identity: Identity,
+        generation: str | None,
+        key: str,
+        names: tuple[str, ...],
     ) -> tuple[str, tuple[str, ...], CachedResponse | VaryPointer | None, Tier | None]:
         """Find the entry for a request, following a Vary pointer at most once."""
         found = await self.cache.store.get(key)
@@ -164,12 +187,56 @@ class _Responder:
         record, tier = found
         if isinstance(record, VaryPointer):
             names = tuple(sorted(set(names) | set(record.names)))
-            key = self.cache.key_for(info, identity, vary_values(info, names))
+            key = self.cache.key_for(info, identity, vary_values(info, names), generation)
             found = await self.cache.store.get(key)
             if found is None or isinstance(found[0], VaryPointer):
                 return key, names, None, None
             record, tier = found
         return key, names, record, tier
+
+    async def write(self, info: RequestInfo, scope: Scope, receive: Receive, send: Send) -> None:
+        """An unsafe request: once it succeeds, purge what it changed, then answer.
+
+        The purge runs before the response starts, so the writer's next read (in any
+        process reached by the bus) cannot be served the old entry (RFC 9111 §4.4).
+        """
+        extra = self.marks("BYPASS", "fwd=bypass", f"detail={Reason.METHOD}")
+        self.cache.record(Event.BYPASS, reason=str(Reason.METHOD))
+
+        async def send_purging(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                if 200 <= message["status"] < 300:
+                    await self.purge_after_write(info, scope, message)
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_purging)
+
+    async def purge_after_write(self, info: RequestInfo, scope: Scope, message: Message) -> None:
+        cache = self.cache
+        tenant = await cache.tenant_of(info)
+        if tenant is None:
+            return
+        rule = cache.rules.match(info.path) if cache.rules else None
+        names = [f"x:{tenant}:{normalize_path(info.path)}"]
+        parents = cache.settings.invalidate_parents
+        if rule is not None and rule.invalidate_parents is not None:
+            parents = rule.invalidate_parents
+        parent = parent_path(info.path) if parents else None
+        if parent is not None:
+            names.append(f"x:{tenant}:{parent}")
+        for name, value in message.get("headers", ()):
+            if name.lower() in (b"location", b"content-location"):
+                target = _same_origin_path(value.decode("latin-1"), info)
+                if target is not None:
+                    names.append(f"x:{tenant}:{normalize_path(target)}")
+        if rule is not None:
+            params = scope.get("path_params") or rule_params(rule, info.path)
+            names.extend(f"t:{tenant}:{tag}" for tag in fill_tags(rule.invalidates, params))
+        try:
+            await cache.invalidator.purge(names)
+        except StoreUnavailable as exc:
+            logger.warning("purge after write incomplete: %s", exc, extra={"event": "purge_error"})
 
     async def bypass(self, reason: Reason, scope: Scope, receive: Receive, send: Send) -> None:
         """Let the app answer, marking the response as not from (nor into) the cache."""
@@ -201,7 +268,10 @@ class _Responder:
     ) -> None:
         """Answer from a stored entry: 200 (or its status), 304, or headers only for HEAD."""
         now = self.cache.clock()
-        self.cache.record(Event.HIT, tier=str(tier))
+        if tier is None:
+            self.cache.record(Event.MISS, reason="revalidated", route=record.route)
+        else:
+            self.cache.record(Event.HIT, tier=str(tier), route=record.route)
         status_params = params or ("hit", f"ttl={max(0, int(record.ttl(now)))}", f"detail={tier}")
         extra = [(b"age", str(int(record.age(now))).encode()), *self.marks(x_cache, *status_params)]
         if record.status == 200 and is_not_modified(info.headers, record):
@@ -224,11 +294,15 @@ class _Fetch:
         info: RequestInfo,
         identity: Identity,
         rule: RouteRule | None,
+        generation: str | None,
         primary: str,
         key: str,
         names: tuple[str, ...],
     ) -> None:
         self.responder = responder
+        self.tenant = identity.tenant
+        self.generation = generation
+        self.started = responder.cache.invalidator.timer()
         self.cache = responder.cache
         self.info = info
         self.identity = identity
@@ -241,8 +315,11 @@ class _Fetch:
         self.request_cc: CacheControl = parse_cache_control(cc) if cc else EMPTY
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.cache.record(Event.MISS, reason=self.forward)
-        await self.app_through(scope, receive, send, None)
+        try:
+            await self.app_through(scope, receive, send, None)
+        finally:
+            route = _route_template(scope)
+            self.cache.record(Event.MISS, reason=self.forward, route=route, tenant=self.tenant)
 
     async def revalidate(
         self, record: CachedResponse, scope: Scope, receive: Receive, send: Send
@@ -364,6 +441,9 @@ class _Capture:
             params.append(f"detail={self.reason}")
         x_cache = "MISS"
         headers = list(self.start.get("headers", ()))
+        if not self.cache.settings.forward_surrogate_keys:
+            hidden = self.cache.surrogate_headers
+            headers = [(k, v) for k, v in headers if k.lower() not in hidden]
         if self.record is not None and not self.record.etag:
             headers.append((b"etag", self.record.served_etag))
         headers.extend(self.fetch.responder.marks(x_cache, *params))
@@ -409,6 +489,8 @@ class _Capture:
         sie = freshness.stale_if_error if windows_allowed else 0.0
         keep = self.cache.settings.keep_stale if (etag or last_modified is not None) else 0.0
         all_names = self.names_with(parse_vary(self.headers.get("vary")) or ())
+        hidden = self.cache.surrogate_headers
+        headers = [(k, v) for k, v in headers if k not in hidden]
         return CachedResponse(
             status=self.status,
             headers=tuple(headers),
@@ -423,7 +505,23 @@ class _Capture:
             stale_for=max(swr, sie, keep),
             stale_while_revalidate=swr,
             stale_if_error=sie,
+            tags=self.tags(),
+            route=_route_template(fetch.info.scope),
         )
+
+    def tags(self) -> tuple[str, ...]:
+        """Tags from the route's rule (filled from path parameters) and surrogate headers."""
+        found: set[str] = set()
+        rule = self.fetch.rule
+        if rule is not None and rule.tags:
+            scope = self.fetch.info.scope
+            params = scope.get("path_params") or rule_params(rule, self.fetch.info.path)
+            found.update(fill_tags(rule.tags, params))
+        for name in self.cache.settings.surrogate_key_headers:
+            value = self.headers.get(name)
+            if value:
+                found.update(part for part in value.replace(",", " ").split() if part)
+        return tuple(sorted(found))[:_MAX_TAGS]
 
     def names_with(self, response_vary: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(sorted(set(self.fetch.names) | set(response_vary)))
@@ -439,15 +537,23 @@ class _Capture:
         if names != self.cache.vary_names(fetch.rule):
             # The response varies on headers the primary key does not cover: store it under
             # a key that does, and leave a pointer at the primary key for later lookups.
-            key = self.cache.key_for(fetch.info, fetch.identity, record.vary)
+            key = self.cache.key_for(fetch.info, fetch.identity, record.vary, fetch.generation)
             pointer = VaryPointer(names)
-        self.cache.record(Event.STORE)
+        invalidator = self.cache.invalidator
+        index = index_names(fetch.identity.tenant, fetch.info.path, record.tags)
+        if invalidator.seen_since(index, fetch.started):
+            return  # purged while we fetched: what we hold may be the old version
+        self.cache.record(Event.STORE, route=record.route, tenant=fetch.identity.tenant)
         store.set_local(key, record, ttl)
         if pointer is not None:
             store.set_local(fetch.primary, pointer, ttl)
+        invalidator.record_local(key, index)
+        if fetch.generation is None:
+            return  # generations unknown (Redis unreachable): this process's L1 only
         await store.set_remote(key, record, ttl)
         if pointer is not None:
             await store.set_remote(fetch.primary, pointer, ttl)
+        await invalidator.record_remote(key, index, ttl)
 
     async def store_and_replay_revalidated(self, stale: CachedResponse) -> None:
         """A 304 from the origin: freshen the stored entry (RFC 9111 §4.3.4) and serve it."""
@@ -491,6 +597,23 @@ class _Capture:
             fetch.info, record, None, self.client_send, x_cache="REVALIDATED", params=params
         )
         await self.store(record)
+
+
+def _route_template(scope: Scope) -> str:
+    """The template of the route the router chose (set on the scope), or ""."""
+    route = scope.get("route")
+    path = getattr(route, "path", "")
+    return path if isinstance(path, str) else ""
+
+
+def _same_origin_path(target: str, info: RequestInfo) -> str | None:
+    """The path of a Location/Content-Location on this origin, or None (RFC 9111 §4.4)."""
+    parts = urlsplit(target)
+    if parts.netloc and parts.netloc.lower() != info.headers.get("host", "").lower():
+        return None
+    if not parts.netloc and not target.startswith("/"):
+        return None
+    return unquote(parts.path) or "/"
 
 
 def _http_date(timestamp: float) -> bytes:

@@ -48,7 +48,6 @@ class Reason(str, Enum):
     """Why; the value is the ``detail`` of ``Cache-Status`` and a metrics label."""
 
     CACHEABLE = "cacheable"
-    DISABLED = "disabled"
     METHOD = "method"
     REQUEST_BODY = "request-body"
     METHOD_OVERRIDE = "method-override"

@@ -7,7 +7,9 @@ with ``", "`` (``"; "`` for ``Cookie``) as RFC 9110 §5.3 and RFC 6265 §5.4 all
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
 
 from starlette.types import Scope
 
@@ -46,6 +48,33 @@ class RequestInfo:
             query=scope.get("query_string", b""),
             headers=headers,
         )
+
+    @classmethod
+    def from_url(
+        cls, method: str, url: str, headers: Mapping[str, str] | None = None
+    ) -> RequestInfo:
+        """A request as a client would send it: used to purge or look up one URL.
+
+        ``url`` may be absolute (its host is used) or a path with a query.
+        """
+        parts = urlsplit(url)
+        raw_path = (parts.path or "/").encode("utf-8")
+        header_list = [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()
+        ]
+        if parts.netloc and not any(name == b"host" for name, _ in header_list):
+            header_list.append((b"host", parts.netloc.encode("idna")))
+        scope: Scope = {
+            "type": "http",
+            "method": method.upper(),
+            "scheme": parts.scheme or "http",
+            "path": unquote(parts.path or "/"),
+            "raw_path": raw_path,
+            "query_string": parts.query.encode("utf-8"),
+            "root_path": "",
+            "headers": header_list,
+        }
+        return cls.from_scope(scope)
 
     @property
     def cookies(self) -> dict[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 from .settings import RouteRule
 
@@ -17,6 +18,7 @@ __all__ = ["RuleSet", "compile_pattern"]
 _TOKEN = re.compile(r"\*\*|\*|\{[^{}/]+\}")
 
 
+@lru_cache(maxsize=1024)
 def compile_pattern(pattern: str) -> re.Pattern[str]:
     """``*`` one segment, ``**`` any number of segments, ``{name}`` one non-empty segment,
     ``{name:path}`` the rest of the path."""
@@ -24,12 +26,14 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
     for match in _TOKEN.finditer(pattern):
         parts.append(re.escape(pattern[pos : match.start()]))
         token = match.group()
-        if token == "**" or token.endswith(":path}"):
+        if token.endswith(":path}"):
+            parts.append(f"(?P<{token[1:].split(':')[0]}>.*)")
+        elif token == "**":
             parts.append(".*")
         elif token == "*":
             parts.append("[^/]*")
         else:
-            parts.append("[^/]+")
+            parts.append(f"(?P<{token[1:-1]}>[^/]+)")
         pos = match.end()
     parts.append(re.escape(pattern[pos:]))
     return re.compile("".join(parts) + r"\Z", re.DOTALL)

@@ -72,9 +72,11 @@ class RouteRule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     path: str = Field(description="Path pattern: `*` one segment, `**` any, `{name}` one segment.")
-    ttl: int | None = Field(None, ge=0, description="Seconds; overrides the default TTL.")
-    cache: bool = Field(True, description="False turns caching off for matching requests.")
-    statuses: list[int] | None = Field(None, description="Cacheable statuses for this route.")
+    ttl: int | None = Field(default=None, ge=0, description="Seconds; overrides the default TTL.")
+    cache: bool = Field(default=True, description="False turns caching off for matching requests.")
+    statuses: list[int] | None = Field(
+        default=None, description="Cacheable statuses for this route."
+    )
     vary: list[str] = Field(default_factory=list, description="Request headers added to the key.")
     tags: list[str] = Field(
         default_factory=list,
@@ -85,19 +87,20 @@ class RouteRule(BaseModel):
         description="Tags purged when a write (POST/PUT/PATCH/DELETE) to this route succeeds.",
     )
     invalidate_parents: bool | None = Field(
-        None, description="Whether a write also purges its parent collection paths."
+        default=None, description="Whether a write also purges its parent collection paths."
     )
     stale_while_revalidate: int | None = Field(
-        None, ge=0, description="Seconds a stale entry may be served while it is refreshed."
+        default=None, ge=0, description="Seconds a stale entry may be served while it is refreshed."
     )
     stale_if_error: int | None = Field(
-        None, ge=0, description="Seconds a stale entry may be served when the origin fails."
+        default=None, ge=0, description="Seconds a stale entry may be served when the origin fails."
     )
     cache_control: str | None = Field(
-        None, description="Cache-Control sent to clients for this route's cached responses."
+        default=None, description="Cache-Control sent to clients for this route's cached responses."
     )
     query_allow: list[str] | None = Field(
-        None, description="Only these query parameters join the key (`*` wildcards allowed)."
+        default=None,
+        description="Only these query parameters join the key (`*` wildcards allowed).",
     )
     query_deny: list[str] = Field(
         default_factory=list, description="Query parameters left out of the key (`utm_*`)."
@@ -108,6 +111,12 @@ class RouteRule(BaseModel):
     def _absolute(cls, value: str) -> str:
         if not value.startswith("/"):
             raise ValueError("a rule path must start with '/'")
+        from .rules import compile_pattern  # rules imports this module
+
+        try:
+            compile_pattern(value)
+        except re.error as exc:
+            raise ValueError(f"invalid path pattern: {exc}") from None
         return value
 
     @field_validator("vary")
@@ -127,44 +136,60 @@ class CacheSettings(BaseSettings):
         validate_default=True,
     )
 
-    enabled: bool = Field(True, description="Master switch; false passes every request through.")
+    enabled: bool = Field(
+        default=True, description="Master switch; false passes every request through."
+    )
     redis_url: SecretStr | None = Field(
-        None, description="Redis URL for L2. Unset: L1 only (said once in the log at start-up)."
+        default=None,
+        description="Redis URL for L2. Unset: L1 only (said once in the log at start-up).",
     )
-    redis_connect_timeout: float = Field(1.0, gt=0, description="Seconds to open a connection.")
+    redis_connect_timeout: float = Field(
+        default=1.0, gt=0, description="Seconds to open a connection."
+    )
     redis_timeout: float = Field(
-        0.05, gt=0, description="Seconds allowed per Redis operation on the request path."
+        default=0.05, gt=0, description="Seconds allowed per Redis operation on the request path."
     )
-    namespace: str = Field("ftc", description="Prefix of every Redis key (letters, digits, _.-).")
+    namespace: str = Field(
+        default="ftc", description="Prefix of every Redis key (letters, digits, _.-)."
+    )
     default_ttl: int = Field(
-        60, ge=0, description="Seconds a response is fresh when the origin says nothing."
+        default=60, ge=0, description="Seconds a response is fresh when the origin says nothing."
     )
-    l1_max_entries: int = Field(10_000, ge=0, description="L1 entry bound; 0 disables L1.")
-    l1_max_bytes: int = Field(64 * 1024 * 1024, ge=0, description="L1 size bound in bytes.")
+    l1_max_entries: int = Field(default=10_000, ge=0, description="L1 entry bound; 0 disables L1.")
+    l1_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0, description="L1 size bound in bytes.")
     l1_max_ttl: float = Field(
-        30.0, gt=0, description="Seconds an entry may live in L1; bounds cross-worker staleness."
+        default=30.0,
+        gt=0,
+        description="Seconds an entry may live in L1; bounds cross-worker staleness.",
     )
     keep_stale: int = Field(
-        300, ge=0, description="Seconds a stale entry with validators is kept for revalidation."
+        default=300,
+        ge=0,
+        description="Seconds a stale entry with validators is kept for revalidation.",
     )
-    max_body_bytes: int = Field(1024 * 1024, ge=0, description="Largest body stored, in bytes.")
-    methods: CsvList = Field(["GET", "HEAD"], description="Cacheable methods (HEAD reuses GET).")
-    statuses: CsvInts = Field([200], description="Cacheable response statuses.")
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=0, description="Largest body stored, in bytes."
+    )
+    methods: CsvList = Field(
+        default=["GET", "HEAD"], description="Cacheable methods (HEAD reuses GET)."
+    )
+    statuses: CsvInts = Field(default=[200], description="Cacheable response statuses.")
     rules: list[RouteRule] = Field(default_factory=list, description="Per-route rules (JSON list).")
     secret_key: SecretStr | None = Field(
-        None, description="Key of the keyed hashes; required to cache authenticated responses."
+        default=None,
+        description="Key of the keyed hashes; required to cache authenticated responses.",
     )
     cache_authenticated: bool | None = Field(
-        None,
+        default=None,
         description="Cache responses to requests with credentials, scoped per identity. "
         "Default: on when SECRET_KEY is set.",
     )
     identity_headers: CsvList = Field(
-        ["authorization", "proxy-authorization", "x-api-key", "x-auth-token"],
+        default=["authorization", "proxy-authorization", "x-api-key", "x-auth-token"],
         description="Request headers that carry credentials.",
     )
     identity_cookies: CsvList = Field(
-        [
+        default=[
             "session",
             "sessionid",
             "session_id",
@@ -180,82 +205,93 @@ class CacheSettings(BaseSettings):
         ],
         description="Cookies that carry credentials (names compared case-insensitively).",
     )
-    tenant_header: str | None = Field("x-tenant-id", description="Header naming the tenant.")
+    tenant_header: str | None = Field(
+        default="x-tenant-id", description="Header naming the tenant."
+    )
     identity_resolver: Plugin = Field(
-        None, description="Dotted path of a callable(request) -> principal | None | BYPASS."
+        default=None, description="Dotted path of a callable(request) -> principal | None | BYPASS."
     )
     tenant_resolver: Plugin = Field(
-        None, description="Dotted path of a callable(request) -> tenant | None | BYPASS."
+        default=None, description="Dotted path of a callable(request) -> tenant | None | BYPASS."
     )
     key_builder: Plugin = Field(
-        None, description="Dotted path of a KeyBuilder replacing the default."
+        default=None, description="Dotted path of a KeyBuilder replacing the default."
     )
-    vary_on: CsvList = Field([], description="Request headers always added to the key.")
+    vary_on: CsvList = Field(default=[], description="Request headers always added to the key.")
     cache_status_name: str = Field(
-        "fastapi-tiered-cache", description="Cache name used in the Cache-Status header."
+        default="fastapi-tiered-cache", description="Cache name used in the Cache-Status header."
     )
-    x_cache_header: bool = Field(True, description="Add the human-readable X-Cache header.")
+    x_cache_header: bool = Field(default=True, description="Add the human-readable X-Cache header.")
 
     # Invalidation and coherence.
     invalidate_on_write: bool = Field(
-        True, description="A successful POST/PUT/PATCH/DELETE purges the paths it changed."
+        default=True, description="A successful POST/PUT/PATCH/DELETE purges the paths it changed."
     )
     invalidate_parents: bool = Field(
-        True, description="Writes also purge their parent collection (`/heroes/2` -> `/heroes`)."
+        default=True,
+        description="Writes also purge their parent collection (`/heroes/2` -> `/heroes`).",
     )
     surrogate_key_headers: CsvList = Field(
-        ["surrogate-key", "cache-tag"],
+        default=["surrogate-key", "cache-tag"],
         description="Response headers whose values tag the stored response.",
     )
     forward_surrogate_keys: bool = Field(
-        False, description="Pass the surrogate-key headers on to the client."
+        default=False, description="Pass the surrogate-key headers on to the client."
     )
     bus_heartbeat: float = Field(
-        1.0, gt=0, description="Seconds between heartbeats on the invalidation bus."
+        default=1.0, gt=0, description="Seconds between heartbeats on the invalidation bus."
     )
 
     # Stampede protection and stale serving.
     coalesce: bool = Field(
-        True,
+        default=True,
         description="One origin call per key for concurrent misses, in-process and fleet-wide.",
     )
     lease_ttl: float = Field(
-        3.0, gt=0, description="Seconds a fleet-wide compute lease lives unless renewed."
+        default=3.0, gt=0, description="Seconds a fleet-wide compute lease lives unless renewed."
     )
     coalesce_wait: float = Field(
-        5.0, ge=0, description="Most seconds a request waits for another's origin call."
+        default=5.0, ge=0, description="Most seconds a request waits for another's origin call."
     )
     stale_while_revalidate: int = Field(
-        0, ge=0, description="Default seconds a stale entry is served while one refresh runs."
+        default=0,
+        ge=0,
+        description="Default seconds a stale entry is served while one refresh runs.",
     )
     stale_if_error: int = Field(
-        0, ge=0, description="Default seconds a stale entry is served when the origin fails."
+        default=0,
+        ge=0,
+        description="Default seconds a stale entry is served when the origin fails.",
     )
     origin_timeout: float | None = Field(
-        None, gt=0, description="Seconds after which a stale entry is served instead (with SIE)."
+        default=None,
+        gt=0,
+        description="Seconds after which a stale entry is served instead (with SIE).",
     )
     hit_for_miss_ttl: float = Field(
-        5.0, ge=0, description="Seconds an uncacheable key skips coalescing."
+        default=5.0, ge=0, description="Seconds an uncacheable key skips coalescing."
     )
     early_refresh: float = Field(
-        0.0, ge=0, description="XFetch beta for probabilistic refresh before expiry; 0 is off."
+        default=0.0,
+        ge=0,
+        description="XFetch beta for probabilistic refresh before expiry; 0 is off.",
     )
     max_background_refreshes: int = Field(
-        16, ge=1, description="Most background refreshes in flight per process."
+        default=16, ge=1, description="Most background refreshes in flight per process."
     )
 
     # Resilience.
     breaker_threshold: int = Field(
-        5, ge=1, description="Consecutive Redis failures that open the circuit breaker."
+        default=5, ge=1, description="Consecutive Redis failures that open the circuit breaker."
     )
     breaker_cooldown: float = Field(
-        5.0, gt=0, description="Seconds the breaker stays open before probing Redis again."
+        default=5.0, gt=0, description="Seconds the breaker stays open before probing Redis again."
     )
     redis_max_connections: int = Field(
-        100, ge=1, description="Most connections in the Redis pool of each process."
+        default=100, ge=1, description="Most connections in the Redis pool of each process."
     )
     l1_tenant_share: float = Field(
-        0.5,
+        default=0.5,
         gt=0,
         le=1,
         description="Largest share of L1 (entries and bytes) one named tenant may hold.",
@@ -263,26 +299,30 @@ class CacheSettings(BaseSettings):
 
     # Scale out.
     redis_mode: Literal["standalone", "cluster", "sentinel"] = Field(
-        "standalone", description="standalone, cluster (URL lists seed nodes) or sentinel."
+        default="standalone", description="standalone, cluster (URL lists seed nodes) or sentinel."
     )
     sentinel_service: str | None = Field(
-        None, description="Name of the master monitored by the sentinels (sentinel mode)."
+        default=None, description="Name of the master monitored by the sentinels (sentinel mode)."
     )
 
     # Operations.
-    admin_enabled: bool = Field(False, description="Mount the admin router (needs ADMIN_TOKEN).")
-    admin_token: SecretStr | None = Field(
-        None, description="Bearer token that protects the admin router."
+    admin_enabled: bool = Field(
+        default=False, description="Mount the admin router (needs ADMIN_TOKEN)."
     )
-    admin_path: str = Field("/_cache", description="Path prefix of the admin router.")
+    admin_token: SecretStr | None = Field(
+        default=None, description="Bearer token that protects the admin router."
+    )
+    admin_path: str = Field(default="/_cache", description="Path prefix of the admin router.")
     prometheus_enabled: bool = Field(
-        False, description="Export metrics with prometheus-client (the `prometheus` extra)."
+        default=False, description="Export metrics with prometheus-client (the `prometheus` extra)."
     )
     metrics_path: str | None = Field(
-        "/metrics", description="Where Prometheus metrics are served; unset to use your own."
+        default="/metrics",
+        description="Where Prometheus metrics are served; unset to use your own.",
     )
     metrics_tenants: CsvList = Field(
-        [], description="Tenants labelled by name in metrics; others are counted as `other`."
+        default=[],
+        description="Tenants labelled by name in metrics; others are counted as `other`.",
     )
 
     @field_validator("namespace")

@@ -29,8 +29,8 @@ async def test_two_workers_share_entries_through_redis(redis_url: str) -> None:
     assert from_l2.headers["cache-status"].endswith("detail=l2")
     assert from_l1.headers["cache-status"].endswith("detail=l1")
     assert from_l2.content == b"shared"
-    keys = [key.decode() for key in await first_redis.keys("*")]
-    assert len(keys) == 1 and keys[0].startswith("ftc:_:pub:")
+    keys = [key.decode() for key in await first_redis.keys("ftc:g*")]
+    assert len(keys) == 1 and keys[0].startswith("ftc:g0.0.0:_:pub:")
     raw = await first_redis.get(keys[0])
     assert raw is not None and msgpack.unpackb(raw)[0] == FORMAT_VERSION  # a versioned envelope
     await first_redis.aclose()

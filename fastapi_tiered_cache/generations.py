@@ -1,0 +1,134 @@
+"""Generation counters: O(1) purges of everything, a tenant, or one identity's scope.
+
+Every key embeds three counters, ``g{global}.{tenant}.{scope}``. A purge increments one
+counter in Redis (``INCR``); from then on every process computes keys nobody has written,
+and the old entries simply expire. Nothing is scanned or deleted.
+
+Reading the counters on every request would cost a round trip, so each process keeps
+them in memory and the invalidation bus pushes every increment to every process. That
+copy is trusted only while the bus is healthy; otherwise counters are re-read (for at most
+``degraded_ttl`` seconds each) so a purge made elsewhere is seen within that bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from redis.exceptions import RedisError
+
+__all__ = ["Generations", "counter_names"]
+
+_MAX_CACHED = 50_000
+
+
+def counter_names(namespace: str, tenant: str, scope: str) -> tuple[str, str, str]:
+    """The Redis keys of the three counters a key in (tenant, scope) depends on."""
+    return (
+        f"{namespace}:gen",
+        f"{namespace}:gen:t:{tenant}",
+        f"{namespace}:gen:s:{tenant}:{scope}",
+    )
+
+
+class Generations:
+    """Process-local view of the generation counters.
+
+    - ``client``: a ``redis.asyncio`` client, or ``None`` for a single process (L1 only),
+      where counters live in memory alone.
+    - ``timeout``: seconds allowed per Redis operation.
+    - ``timer``: monotonic seconds (injected by tests).
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        namespace: str,
+        *,
+        timeout: float = 0.05,
+        degraded_ttl: float = 1.0,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.timeout = timeout
+        self.degraded_ttl = degraded_ttl
+        self.timer = timer
+        self.trusted = client is None  # set by the bus while it is connected
+        self._values: OrderedDict[str, tuple[int, float]] = OrderedDict()
+
+    def _cached(self, name: str) -> int | None:
+        found = self._values.get(name)
+        if found is None:
+            return None
+        value, read_at = found
+        if not self.trusted and self.timer() - read_at > self.degraded_ttl:
+            return None
+        return value
+
+    def _remember(self, name: str, value: int) -> None:
+        self._values[name] = (value, self.timer())
+        self._values.move_to_end(name)
+        while len(self._values) > _MAX_CACHED:
+            self._values.popitem(last=False)
+
+    def peek(self, tenant: str, scope: str) -> str | None:
+        """The ``g..`` key part when every counter is known locally (the fast path)."""
+        parts = []
+        for name in counter_names(self.namespace, tenant, scope):
+            value = self._cached(name)
+            if value is None:
+                if self.client is None:
+                    value = 0
+                else:
+                    return None
+            parts.append(value)
+        return "g{}.{}.{}".format(*parts)
+
+    async def current(self, tenant: str, scope: str) -> str | None:
+        """The ``g..`` key part, reading unknown counters from Redis (one round trip).
+
+        ``None`` means the counters cannot be known now (Redis unreachable): the caller
+        must not read or write shared entries under a guessed generation.
+        """
+        known = self.peek(tenant, scope)
+        if known is not None:
+            return known
+        names = counter_names(self.namespace, tenant, scope)
+        try:
+            values = await asyncio.wait_for(self._read(names), self.timeout)
+        except (RedisError, OSError, asyncio.TimeoutError):
+            return None
+        for name, value in zip(names, values, strict=True):
+            self._remember(name, value)
+        return "g{}.{}.{}".format(*values)
+
+    async def _read(self, names: Sequence[str]) -> list[int]:
+        # One GET per counter in a pipeline: on a cluster they live on different slots.
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.get(name)
+        replies = await pipe.execute()
+        return [int(reply) if reply is not None else 0 for reply in replies]
+
+    async def bump(self, name: str) -> int:
+        """Increment a counter everywhere; returns its new value. Raises on Redis errors."""
+        if self.client is None:
+            value = (self._cached(name) or 0) + 1
+        else:
+            value = int(await asyncio.wait_for(self.client.incr(name), self.timeout * 10))
+        self._remember(name, value)
+        return value
+
+    def apply(self, name: str, value: int) -> None:
+        """A counter value announced on the bus (never moves a counter backwards)."""
+        known = self._cached(name)
+        if known is None or value > known:
+            self._remember(name, value)
+
+    def forget(self) -> None:
+        """Drop every cached value (the bus lost messages, so they may be out of date)."""
+        self._values.clear()

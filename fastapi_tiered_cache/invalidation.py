@@ -1,0 +1,274 @@
+"""Purges by path, path prefix and tag: indexes, L1 eviction everywhere, and races.
+
+Stored entries are indexed in Redis sorted sets (member = key, score = expiry time) under
+``{namespace}:ix:{tenant}:{kind}:{hash}``: one exact-path index, one index per ancestor
+path (for prefix purges) and one per tag. Every insert first trims members that have
+expired, so an index never holds more than the live entries that carry it. A purge costs
+in proportion to the entries it removes; nothing ever scans the keyspace. The same indexes
+are kept in memory for L1, which works with or without Redis.
+
+The classic race -- a purge deletes a key, then a read-through that started before the
+purge stores the old value -- is closed twice: a fetch does not store if a purge touching
+its path or tags was seen after the fetch began, and the purging process repeats its purge
+once ``race_window`` seconds later, catching a store that finished elsewhere before the
+bus message arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from .codec import decode, encode
+from .entry import CachedResponse
+from .exceptions import DecodeError, StoreUnavailable
+from .stores import TieredStore
+
+__all__ = ["MAX_INDEXED_DEPTH", "Invalidator", "index_names", "parent_path"]
+
+logger = logging.getLogger("fastapi_tiered_cache")
+
+MAX_INDEXED_DEPTH = 16  # ancestors indexed per entry; deeper prefixes purge a little more
+_LOG_SECONDS = 60.0
+# KEYS[1] = index; ARGV = now, expires_at, member, ttl seconds. Trim, add, extend life.
+_INDEX_ADD = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[4]) then
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+end
+return 1
+"""
+
+
+def normalize_path(path: str) -> str:
+    """``/heroes/`` and ``/heroes`` name the same collection for purging."""
+    return path.rstrip("/") or "/"
+
+
+def parent_path(path: str) -> str | None:
+    """``/heroes/2`` -> ``/heroes``; the root has no parent."""
+    path = normalize_path(path)
+    if path == "/":
+        return None
+    return path.rsplit("/", 1)[0] or "/"
+
+
+def index_names(tenant: str, path: str, tags: Iterable[str]) -> list[str]:
+    """Every index an entry stored for ``path`` with ``tags`` belongs to."""
+    path = normalize_path(path)
+    names = [f"x:{tenant}:{path}"]
+    segments = [part for part in path.split("/") if part][:MAX_INDEXED_DEPTH]
+    prefix = ""
+    for segment in segments:
+        prefix += "/" + segment
+        names.append(f"p:{tenant}:{prefix}")
+    names.extend(f"t:{tenant}:{tag}" for tag in sorted(set(tags)) if tag)
+    return names
+
+
+def prefix_index(tenant: str, prefix: str) -> str:
+    segments = [part for part in normalize_path(prefix).split("/") if part]
+    return f"p:{tenant}:/" + "/".join(segments[:MAX_INDEXED_DEPTH])
+
+
+class Invalidator:
+    """Index entries as they are stored, and purge them by index name.
+
+    - ``store``: the tiers; L1 copies are dropped here, L2 copies deleted (or marked stale).
+    - ``client``: the Redis client of L2, or ``None`` (L1 only).
+    - ``publish``: coroutine sending a bus message, or ``None`` without a bus.
+    """
+
+    def __init__(
+        self,
+        store: TieredStore,
+        client: Any,
+        namespace: str,
+        *,
+        publish: Callable[[str, Any], Any] | None = None,
+        timeout: float = 0.05,
+        race_window: float = 1.0,
+        timer: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.namespace = namespace
+        self.publish = publish
+        self.timeout = timeout
+        self.race_window = race_window
+        self.timer = timer
+        self.clock = clock
+        self.local: dict[str, set[str]] = {}
+        self.recent: OrderedDict[str, float] = OrderedDict()
+        self._script: Any = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def redis_key(self, name: str) -> str:
+        kind, tenant, rest = name.split(":", 2)
+        digest = hashlib.blake2b(rest.encode("utf-8", "surrogatepass"), digest_size=12)
+        return f"{self.namespace}:ix:{tenant}:{kind}:{digest.hexdigest()}"
+
+    # -- recording ------------------------------------------------------------------
+    def record_local(self, key: str, names: Iterable[str]) -> None:
+        """Index an L1 entry (kept small: pruned against L1 when it outgrows it)."""
+        for name in names:
+            self.local.setdefault(name, set()).add(key)
+        l1 = self.store.l1
+        if l1 is not None and len(self.local) > 2 * max(len(l1), 1000):
+            self._prune_local()
+
+    def _prune_local(self) -> None:
+        l1 = self.store.l1
+        for name in list(self.local):
+            live = {key for key in self.local[name] if l1 is not None and l1.lookup(key)}
+            if live:
+                self.local[name] = live
+            else:
+                del self.local[name]
+
+    async def record_remote(self, key: str, names: Iterable[str], ttl: float) -> None:
+        """Index an L2 entry; failures are logged, never raised (the entry still expires)."""
+        if self.client is None:
+            return
+        if self._script is None:
+            self._script = self.client.register_script(_INDEX_ADD)
+        now = self.clock()
+        seconds = int(ttl) + 2
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(
+                    *(
+                        self._script(keys=[self.redis_key(n)], args=[now, now + ttl, key, seconds])
+                        for n in names
+                    )
+                ),
+                self.timeout * 4,
+            )
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            logger.debug("index update failed: %s", exc, extra={"event": "index_error"})
+
+    # -- purging --------------------------------------------------------------------
+    def seen_since(self, names: Iterable[str], since: float) -> bool:
+        """Whether a purge touching any of ``names`` happened after ``since`` (monotonic)."""
+        recent = self.recent
+        return any(recent.get(name, -1.0) >= since for name in names)
+
+    def note(self, names: Iterable[str]) -> None:
+        now = self.timer()
+        for name in names:
+            self.recent[name] = now
+            self.recent.move_to_end(name)
+        while self.recent and next(iter(self.recent.values())) < now - _LOG_SECONDS:
+            self.recent.popitem(last=False)
+
+    def evict_local(self, names: Iterable[str], keys: Iterable[str] = ()) -> set[str]:
+        """Drop the L1 copies indexed under ``names`` (and ``keys``); returns the keys."""
+        dropped = set(keys)
+        for name in names:
+            dropped |= self.local.pop(name, set())
+        if self.store.l1 is not None:
+            for key in dropped:
+                self.store.l1.discard(key)
+        return dropped
+
+    async def purge(self, names: list[str], *, soft: bool = False, repeat: bool = True) -> int:
+        """Purge every entry indexed under ``names``; returns how many keys were purged.
+
+        Raises ``StoreUnavailable`` when Redis could not be reached (the purge is partial:
+        L1 copies are gone, L2 copies will expire, and the caller should retry).
+        """
+        self.note(names)
+        keys = self.evict_local(names)
+        error: Exception | None = None
+        if self.client is not None:
+            try:
+                keys |= await self._purge_remote(names, soft)
+            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                error = exc
+        if self.publish is not None:
+            with contextlib.suppress(Exception):
+                await self.publish("purge", [names, sorted(keys)])
+        if repeat and self.client is not None:
+            self._later(names, soft)
+        if error is not None:
+            raise StoreUnavailable(f"purge incomplete: {type(error).__name__}: {error}")
+        return len(keys)
+
+    async def _purge_remote(self, names: list[str], soft: bool) -> set[str]:
+        index_keys = [self.redis_key(name) for name in names]
+        pipe = self.client.pipeline(transaction=False)
+        for index in index_keys:
+            pipe.zrange(index, 0, -1)
+        members = await asyncio.wait_for(pipe.execute(), self.timeout * 10)
+        keys = {m.decode() if isinstance(m, bytes) else str(m) for ms in members for m in ms}
+        if keys and soft:
+            await self._mark_stale(sorted(keys))
+        elif keys:
+            await asyncio.wait_for(
+                asyncio.gather(*(self.client.delete(key) for key in keys)), self.timeout * 10
+            )
+        if not soft:
+            await asyncio.wait_for(
+                asyncio.gather(*(self.client.delete(i) for i in index_keys)), self.timeout * 10
+            )
+        return keys
+
+    async def _mark_stale(self, keys: list[str]) -> None:
+        """Soft purge: keep each entry but make it stale, so it can still be served stale."""
+        values = await asyncio.wait_for(
+            asyncio.gather(*(self.client.get(key) for key in keys)), self.timeout * 10
+        )
+        writes = []
+        for key, value in zip(keys, values, strict=True):
+            if value is None:
+                continue
+            try:
+                record = decode(key, value)
+            except DecodeError:
+                continue
+            if isinstance(record, CachedResponse):
+                stale = replace(
+                    record, fresh_for=0.0, stale_for=record.fresh_for + record.stale_for
+                )
+                writes.append(self.client.set(key, encode(key, stale), keepttl=True, xx=True))
+        if writes:
+            await asyncio.wait_for(asyncio.gather(*writes), self.timeout * 10)
+
+    def _later(self, names: list[str], soft: bool) -> None:
+        async def again() -> None:
+            await asyncio.sleep(self.race_window)
+            with contextlib.suppress(Exception):
+                await self.purge(names, soft=soft, repeat=False)
+
+        task = asyncio.get_running_loop().create_task(again())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def on_purge_message(self, data: Any) -> None:
+        """A purge announced by another process: forget our L1 copies and log it."""
+        try:
+            names, keys = data
+            names = [str(name) for name in names]
+            keys = [str(key) for key in keys]
+        except (TypeError, ValueError):
+            return
+        self.note(names)
+        self.evict_local(names, keys)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

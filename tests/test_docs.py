@@ -1,0 +1,219 @@
+"""The docs show only tested code, and the generated pages match the code they describe."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import ModuleType
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from fastapi_tiered_cache import CacheSettings, RouteRule
+from fastapi_tiered_cache.policy import Reason
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+EXAMPLES = ROOT / "examples"
+SNIPPET = re.compile(r'^--8<-- "([^"]+)"$', re.MULTILINE)
+PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+SECRET = "docs-secret-key-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith("TIERED_CACHE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no stray .env file
+
+
+def load(path: Path) -> ModuleType:
+    """Import a file as a fresh module (examples read the environment when imported)."""
+    spec = importlib.util.spec_from_file_location(f"_docs_{path.stem}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@asynccontextmanager
+async def client_for(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://docs.test") as client:
+        yield client
+
+
+def pages() -> list[Path]:
+    return sorted(DOCS.glob("*.md"))
+
+
+# Generated pages.
+
+
+def test_configuration_page_is_up_to_date() -> None:
+    generator = load(DOCS / "gen_config.py")
+    committed = (DOCS / "configuration.md").read_text(encoding="utf-8")
+
+    assert committed == generator.render(), "run: python docs/gen_config.py"
+
+
+def test_configuration_page_names_every_active_setting() -> None:
+    generator = load(DOCS / "gen_config.py")
+    page = (DOCS / "configuration.md").read_text(encoding="utf-8")
+
+    for name in CacheSettings.model_fields:
+        documented = f"| `TIERED_CACHE_{name.upper()}` |" in page
+        assert documented is (name not in generator.INACTIVE_SETTINGS), name
+    for name in RouteRule.model_fields:
+        documented = f"| `{name}` |" in page
+        assert documented is (name not in generator.INACTIVE_RULE_FIELDS), name
+
+
+def test_settings_left_out_of_the_reference_are_really_unused() -> None:
+    """A setting leaves the inactive list (and enters the docs) once the package reads it."""
+    generator = load(DOCS / "gen_config.py")
+    package = ROOT / "fastapi_tiered_cache"
+    sources = {
+        path.name: path.read_text(encoding="utf-8")
+        for path in package.rglob("*.py")
+        if path.name not in ("settings.py", "demo.py")
+    }
+    checks = [
+        (generator.INACTIVE_SETTINGS, CacheSettings.model_fields, r"(?:settings|\bs)\.{}\b"),
+        (generator.INACTIVE_RULE_FIELDS, RouteRule.model_fields, r"\brule\.{}\b"),
+    ]
+    for inactive, fields, pattern in checks:
+        for name in inactive:
+            assert name in fields, f"{name} is no longer a field: drop it from gen_config.py"
+            for module, text in sources.items():
+                used = re.search(pattern.format(name), text)
+                assert used is None, f"{module} reads {name}: drop it from the inactive list"
+
+
+def test_http_page_lists_exactly_the_cache_status_details() -> None:
+    page = (DOCS / "http.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"`detail=([a-z0-9-]+)`", page))
+    # "cacheable" is never shown (a stored response says "stored"), nor "disabled" (a
+    # disabled cache adds no header); l1 and l2 name the tier of a hit.
+    emitted = {str(reason) for reason in Reason} - {"cacheable", "disabled"} | {"l1", "l2"}
+
+    assert documented == emitted
+
+
+# Every Python snippet in the docs is an example file, and every example is shown.
+
+
+def test_docs_python_blocks_are_only_snippet_includes() -> None:
+    for page in pages():  # README.md: see test_readme_quickstart_is_the_example
+        for block in PYTHON_BLOCK.findall(page.read_text(encoding="utf-8")):
+            assert SNIPPET.fullmatch(block.strip()), f"untested Python in {page.name}"
+
+
+def test_snippets_exist_and_every_example_is_shown() -> None:
+    included = {
+        name for page in pages() for name in SNIPPET.findall(page.read_text(encoding="utf-8"))
+    }
+
+    assert included, "no snippets found"
+    for name in included:
+        assert (ROOT / name).is_file(), name
+    shown = {str(path.relative_to(ROOT)) for path in EXAMPLES.glob("*.py")}
+    assert shown <= included
+
+
+def test_readme_quickstart_is_the_example() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (block,) = PYTHON_BLOCK.findall(readme)
+    example = (EXAMPLES / "quickstart.py").read_text(encoding="utf-8")
+
+    def code_lines(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.strip()]
+
+    assert code_lines(block) == code_lines(example)
+
+
+def test_readme_has_the_two_commands() -> None:
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+
+    assert (
+        'python3 -m venv .venv && .venv/bin/pip install -q -e ".[demo]" '
+        "&& .venv/bin/python -m fastapi_tiered_cache.demo"
+    ) in lines
+    assert (
+        "python3 -m venv .venv && .venv/bin/pip install -q tox "
+        "&& .venv/bin/tox run-parallel --parallel-no-spinner"
+    ) in lines
+
+
+def test_docs_link_only_to_pages_that_exist() -> None:
+    nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    for page in pages():
+        assert page.name in nav, f"{page.name} is not in the mkdocs nav"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for target in re.findall(r"\]\((docs/[^)#]+)", readme):
+        assert (ROOT / target).is_file(), target
+
+
+# The examples run.
+
+
+async def test_quickstart_caches_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIERED_CACHE_DEFAULT_TTL", "30")
+    app = load(EXAMPLES / "quickstart.py").app
+
+    async with client_for(app) as client:
+        first = await client.get("/products")
+        second = await client.get("/products")
+
+    assert first.headers["x-cache"] == "MISS"
+    assert second.headers["x-cache"] == "HIT"
+    assert re.search(r"; ttl=(29|30); detail=l1$", second.headers["cache-status"])
+    assert second.json() == first.json() == [{"id": 1, "name": "Laptop", "price": 999.99}]
+
+
+async def test_identity_resolver_example_keeps_users_apart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TIERED_CACHE_SECRET_KEY", SECRET)
+    app = load(EXAMPLES / "identity_resolver.py").app
+
+    def as_user(token: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {token}"}
+
+    async with client_for(app) as client:
+        alice = [await client.get("/me", headers=as_user("alice-token")) for _ in range(2)]
+        bob = [await client.get("/me", headers=as_user("bob-token")) for _ in range(2)]
+        stranger = await client.get("/me", headers=as_user("forged-token"))
+        anonymous = [await client.get("/me") for _ in range(2)]
+
+    for responses, user in ((alice, "alice"), (bob, "bob"), (anonymous, None)):
+        assert [r.headers["x-cache"] for r in responses] == ["MISS", "HIT"]
+        assert [r.json()["user"] for r in responses] == [user, user]
+    assert stranger.headers["x-cache"] == "BYPASS"
+    assert stranger.headers["cache-status"].endswith("fwd=bypass; detail=resolver")
+    assert stranger.json() == {"user": None}
+
+
+async def test_settings_in_code_example_applies_its_rules() -> None:
+    module = load(EXAMPLES / "settings_in_code.py")
+
+    async with client_for(module.app) as client:
+        await client.get("/products/7", headers={"accept-language": "en"})
+        product = await client.get("/products/7", headers={"accept-language": "en"})
+        other_language = await client.get("/products/7", headers={"accept-language": "fr"})
+        admin = [await client.get("/admin/health") for _ in range(2)]
+
+    assert product.headers["x-cache"] == "HIT"
+    assert re.search(r"; ttl=(299|300);", product.headers["cache-status"])
+    assert other_language.headers["x-cache"] == "MISS"
+    for response in admin:
+        assert response.headers["cache-status"].endswith("fwd=bypass; detail=rule")
+    assert module.cache is module.app.state.tiered_cache
+    assert module.cache.settings.default_ttl == 30
