@@ -26,9 +26,7 @@ class FakeClock:
         self.now += seconds
 
 
-def make_cache(
-    clock: FakeClock | None = None, redis: Any = None, **options: Any
-) -> TieredCache:
+def make_cache(clock: FakeClock | None = None, redis: Any = None, **options: Any) -> TieredCache:
     options.setdefault("secret_key", SECRET)
     settings = CacheSettings(**options)
     clock = clock or FakeClock()

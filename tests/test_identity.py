@@ -34,9 +34,17 @@ def echo_identity(scope: dict[str, Any]) -> bytes:
         ({"x-tenant-id": "a:b"}, {"x-tenant-id": "a_b"}),
     ],
     ids=[
-        "two-bearers", "bearer-then-anon", "anon-then-bearer", "two-sessions",
-        "session-then-anon", "cookie-name-case", "api-keys", "two-tenants", "tenant-then-default",
-        "underscore-tenant", "odd-tenant",
+        "two-bearers",
+        "bearer-then-anon",
+        "anon-then-bearer",
+        "two-sessions",
+        "session-then-anon",
+        "cookie-name-case",
+        "api-keys",
+        "two-tenants",
+        "tenant-then-default",
+        "underscore-tenant",
+        "odd-tenant",
     ],
 )
 async def test_distinct_identities_and_tenants_never_share(
@@ -143,17 +151,28 @@ async def test_resolver_from_dotted_path_setting() -> None:
 
 
 def _request(host: str = "example.com", path: str = "/") -> Request:
-    return Request({
-        "type": "http", "method": "GET", "path": path, "raw_path": path.encode(),
-        "query_string": b"", "headers": [(b"host", host.encode())], "scheme": "http",
-        "server": (host, 80),
-    })
+    return Request(
+        {
+            "type": "http",
+            "method": "GET",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "headers": [(b"host", host.encode())],
+            "scheme": "http",
+            "server": (host, 80),
+        }
+    )
 
 
 @pytest.mark.parametrize(
     ("host", "expected"),
-    [("acme.example.com", "acme"), ("example.com", None), ("acme.example.com:8000", "acme"),
-     ("a..b", None)],
+    [
+        ("acme.example.com", "acme"),
+        ("example.com", None),
+        ("acme.example.com:8000", "acme"),
+        ("a..b", None),
+    ],
 )
 def test_tenant_from_subdomain(host: str, expected: str | None) -> None:
     assert tenant_from_subdomain(_request(host=host)) == expected

@@ -11,8 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from fastapi_tiered_cache import TieredCache
-from fastapi_tiered_cache.tags import fill_tags, rule_params
 from fastapi_tiered_cache.settings import RouteRule
+from fastapi_tiered_cache.tags import fill_tags, rule_params
 
 from .helpers import Origin, client_for, make_cache
 from .support.tcp_proxy import TcpProxy

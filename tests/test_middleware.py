@@ -67,7 +67,7 @@ async def test_origin_etag_is_kept() -> None:
     ("header", "value", "expected"),
     [
         ("if-none-match", "{etag}", 304),
-        ("if-none-match", 'W/{etag}', 304),
+        ("if-none-match", "W/{etag}", 304),
         ("if-none-match", '"other", {etag}', 304),
         ("if-none-match", "*", 304),
         ("if-none-match", '"other"', 200),
@@ -128,8 +128,17 @@ async def test_head_response_is_never_stored_for_get() -> None:
         (200, [("content-range", "bytes 0-1/10")], "content-range"),
     ],
     ids=[
-        "set-cookie", "no-store", "no-store-case", "private-case", "public-private",
-        "vary-star", "vary-list-star", "404", "500", "206", "content-range",
+        "set-cookie",
+        "no-store",
+        "no-store-case",
+        "private-case",
+        "public-private",
+        "vary-star",
+        "vary-list-star",
+        "404",
+        "500",
+        "206",
+        "content-range",
     ],
 )
 async def test_unstorable_responses_are_never_stored(
@@ -244,8 +253,14 @@ async def test_streaming_is_forwarded_before_the_origin_finishes() -> None:
         return {"type": "http.request", "body": b""}
 
     scope = {
-        "type": "http", "method": "GET", "path": "/", "raw_path": b"/", "query_string": b"",
-        "headers": [(b"host", b"t")], "scheme": "http", "root_path": "",
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": b"",
+        "headers": [(b"host", b"t")],
+        "scheme": "http",
+        "root_path": "",
     }
     middleware = TieredCacheMiddleware(app, cache=make_cache())
     await asyncio.wait_for(middleware(scope, receive, send), 2)
@@ -311,8 +326,13 @@ async def test_non_ascii_and_invalid_percent_encoding_do_not_crash() -> None:
 
     for raw in (b"/%zz%", "/caf\u00e9".encode(), b"/\xff\xfe", b"/%C3%28"):
         scope = {
-            "type": "http", "method": "GET", "path": raw.decode("latin-1"), "raw_path": raw,
-            "query_string": b"q=%ff%zz", "headers": [(b"host", b"t")], "scheme": "http",
+            "type": "http",
+            "method": "GET",
+            "path": raw.decode("latin-1"),
+            "raw_path": raw,
+            "query_string": b"q=%ff%zz",
+            "headers": [(b"host", b"t")],
+            "scheme": "http",
         }
         await middleware(scope, receive, send)
         await middleware(scope, receive, send)
@@ -323,8 +343,15 @@ async def test_non_ascii_and_invalid_percent_encoding_do_not_crash() -> None:
 
 @pytest.mark.parametrize(
     "header",
-    ["x-forwarded-host", "x-forwarded-proto", "x-forwarded-prefix", "forwarded", "x-original-url",
-     "x-rewrite-url", "x-host"],
+    [
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-prefix",
+        "forwarded",
+        "x-original-url",
+        "x-rewrite-url",
+        "x-host",
+    ],
 )
 async def test_proxy_headers_are_part_of_the_key(header: str) -> None:
     origin = Origin(body=lambda scope: repr(scope["headers"]).encode())
@@ -436,7 +463,8 @@ async def test_disabled_cache_passes_through_untouched() -> None:
 
 
 async def test_x_cache_header_can_be_turned_off_and_status_name_set() -> None:
-    async with client_for(Origin(), make_cache(x_cache_header=False, cache_status_name="edge")) as c:
+    cache = make_cache(x_cache_header=False, cache_status_name="edge")
+    async with client_for(Origin(), cache) as c:
         response = await c.get("/")
     assert "x-cache" not in response.headers
     assert response.headers["cache-status"].startswith("edge; fwd=miss")

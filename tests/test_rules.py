@@ -72,5 +72,8 @@ async def test_rule_vary_headers_join_the_key() -> None:
         absent = await client.get("/")
         again = await client.get("/", headers={"x-client": "a"})
     assert [r.headers["x-cache"] for r in (other, empty, absent, again)] == [
-        "MISS", "MISS", "MISS", "HIT",
+        "MISS",
+        "MISS",
+        "MISS",
+        "HIT",
     ]

@@ -36,7 +36,9 @@ def test_everyday_names_are_read_from_the_environment(monkeypatch: pytest.Monkey
         "TIERED_CACHE_L1_MAX_ENTRIES": "50",
         "TIERED_CACHE_L1_MAX_BYTES": "4096",
         "TIERED_CACHE_MAX_BODY_BYTES": "1000",
-        "TIERED_CACHE_RULES": '[{"path": "/products/*", "ttl": 300}, {"path": "/admin/**", "cache": false}]',
+        "TIERED_CACHE_RULES": (
+            '[{"path": "/products/*", "ttl": 300}, {"path": "/admin/**", "cache": false}]'
+        ),
         "TIERED_CACHE_TENANT_HEADER": "X-Org",
         "TIERED_CACHE_IDENTITY_COOKIES": "my_session, Other",
         "TIERED_CACHE_STATUSES": "200,404",
@@ -68,7 +70,8 @@ def test_dotenv_file_is_read(tmp_path: object, monkeypatch: pytest.MonkeyPatch) 
 
 def test_unknown_variable_is_reported_with_a_suggestion(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TIERED_CACHE_DEFAULT_TLL", "5")
-    with pytest.raises(ConfigurationError, match="TIERED_CACHE_DEFAULT_TLL.*TIERED_CACHE_DEFAULT_TTL"):
+    expected = r"TIERED_CACHE_DEFAULT_TLL.*TIERED_CACHE_DEFAULT_TTL"
+    with pytest.raises(ConfigurationError, match=expected):
         load_settings()
     assert unknown_variables({"TIERED_CACHE_ENABLED": "1", "OTHER": "x"}) == []
 

@@ -1,4 +1,4 @@
-"""One contract for every store: MemoryStore, RedisStore (fakeredis and a real server), TieredStore."""
+"""One contract for every store: MemoryStore, RedisStore (fakeredis, real server), TieredStore."""
 
 from __future__ import annotations
 
@@ -88,7 +88,9 @@ async def test_non_positive_ttl_stores_nothing(store: Any) -> None:
 
 
 @pytest.mark.parametrize("kind", ["fakeredis", "real-redis"])
-async def test_redis_entries_expire_by_themselves(kind: str, request: pytest.FixtureRequest) -> None:
+async def test_redis_entries_expire_by_themselves(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
     client: Any = (
         fakeredis.FakeAsyncRedis()
         if kind == "fakeredis"
