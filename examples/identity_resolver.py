@@ -8,7 +8,10 @@ closed. From the environment: TIERED_CACHE_IDENTITY_RESOLVER=myapp.auth:principa
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from fastapi_tiered_cache import install
 
@@ -26,6 +29,11 @@ app = FastAPI()
 install(app, identity_resolver=principal)
 
 
+bearer = HTTPBearer(auto_error=False)
+
+
 @app.get("/me")
-async def me(request: Request) -> dict[str, str | None]:
-    return {"user": principal(request)}
+async def me(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> dict[str, str | None]:
+    return {"user": TOKENS.get(credentials.credentials) if credentials else None}

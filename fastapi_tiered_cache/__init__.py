@@ -8,6 +8,7 @@ from .exceptions import CacheError, ConfigurationError, DecodeError, StoreUnavai
 from .identity import BYPASS, Identity
 from .install import get_cache, install
 from .middleware import TieredCacheMiddleware
+from .routes import cache_policy, no_cache
 from .settings import CacheSettings, RouteRule, load_settings
 
 __version__ = "0.1.0"
@@ -25,7 +26,9 @@ __all__ = [
     "TieredCache",
     "TieredCacheMiddleware",
     "__version__",
+    "cache_policy",
     "get_cache",
     "install",
     "load_settings",
+    "no_cache",
 ]

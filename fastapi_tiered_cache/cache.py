@@ -38,6 +38,7 @@ from .keys import KeyBuilder, VaryValues, build_key, vary_values
 from .metrics import Event, Metrics, Stats
 from .policy import Reason
 from .request import RequestInfo
+from .routes import UNKNOWN, RouteInputs, RouteTable
 from .rules import RuleSet
 from .settings import CacheSettings, RouteRule, load_settings
 from .stores import MemoryStore, RedisStore, TieredStore
@@ -99,7 +100,8 @@ class TieredCache:
         self.surrogate_headers = frozenset(h.encode("latin-1") for h in s.surrogate_key_headers)
         self.stats = Stats()
         self.exporters: list[Metrics] = []
-        self._vary_names: dict[int, tuple[str, ...]] = {}
+        self._vary_names: dict[tuple[int, int], tuple[str, ...]] = {}
+        self._route_tables: dict[int, RouteTable] = {}
         self._started = False
         client = self.store.l2.client if isinstance(self.store.l2, RedisStore) else None
         self.generations = Generations(
@@ -202,14 +204,14 @@ class TieredCache:
             if isinstance(name, str) and isinstance(value, int):
                 self.generations.apply(name, value)
 
-    async def identify(self, info: RequestInfo) -> Identity | Reason:
+    async def identify(self, info: RequestInfo, inputs: RouteInputs = UNKNOWN) -> Identity | Reason:
         """The tenant and scope a request is cached under, or why it must bypass.
 
         A resolver that raises makes the request bypass the cache (logged): a plug-in bug
         must cost the cache, never the response.
         """
         try:
-            return await self._identify(info)
+            return await self._identify(info, inputs)
         except Exception as exc:
             logger.error(
                 "identity/tenant resolver failed: %s: %s",
@@ -219,12 +221,16 @@ class TieredCache:
             )
             return Reason.RESOLVER
 
-    async def _identify(self, info: RequestInfo) -> Identity | Reason:
+    async def _identify(self, info: RequestInfo, inputs: RouteInputs) -> Identity | Reason:
         tenant = await self._tenant(info)
         if tenant is None:
             return Reason.RESOLVER
         s = self.settings
-        credentials = credentials_of(info, s.identity_headers, s.identity_cookies)
+        credentials = credentials_of(
+            info,
+            (*s.identity_headers, *inputs.credential_headers),
+            (*s.identity_cookies, *inputs.credential_cookies),
+        )
         principal: str | None
         if self.identity_resolver is not None:
             answer = await resolve(self.identity_resolver, Request(info.scope))
@@ -272,14 +278,31 @@ class TieredCache:
         for exporter in self.exporters:
             exporter.record(event, route=route, tenant=tenant, tier=tier, reason=reason)
 
-    def vary_names(self, rule: RouteRule | None) -> tuple[str, ...]:
-        """Request headers always in the key: the settings' ``vary_on`` plus the rule's."""
-        names = self._vary_names.get(id(rule))
+    def vary_names(self, rule: RouteRule | None, inputs: RouteInputs = UNKNOWN) -> tuple[str, ...]:
+        """Request parts always in the key: ``vary_on``, the rule's, and what the route reads."""
+        memo = (id(rule), id(inputs))  # both live as long as the app
+        names = self._vary_names.get(memo)
         if names is None:
             extra = rule.vary if rule is not None else []
-            names = tuple(sorted({*self.settings.vary_on, *extra}))
-            self._vary_names[id(rule)] = names
+            names = tuple(sorted({*self.settings.vary_on, *extra, *inputs.vary}))
+            self._vary_names[memo] = names
         return names
+
+    def route_inputs(self, scope: Any) -> RouteInputs:
+        """What the route that will answer ``scope`` reads (learned once per app)."""
+        app = scope.get("app")
+        if app is None:
+            return UNKNOWN
+        table = self._route_tables.get(id(app))
+        if table is None:
+            table = self._route_tables[id(app)] = RouteTable.of(app)
+        return table.find(scope)
+
+    def policy_for(self, info: RequestInfo) -> tuple[RouteRule | None, RouteInputs]:
+        """The rule governing a request (environment rules win over ``@cache_policy``)."""
+        inputs = self.route_inputs(info.scope)
+        rule = self.rules.match(info.path) if self.rules else None
+        return (rule if rule is not None else inputs.policy), inputs
 
     async def generation(self, identity: Identity) -> str | None:
         """The generation part of keys in this scope; None if it cannot be known now."""
@@ -408,12 +431,12 @@ class TieredCache:
         if tenant is not None and self.settings.tenant_header:
             merged[self.settings.tenant_header] = tenant
         info = RequestInfo.from_url(method, url, merged)
-        identity = await self.identify(info)
+        identity = await self.identify(info, self.route_inputs(info.scope))
         if isinstance(identity, Reason):
             return []
         generation = await self.generation(identity)
-        rule = self.rules.match(info.path) if self.rules else None
-        names = self.vary_names(rule)
+        rule, inputs = self.policy_for(info)
+        names = self.vary_names(rule, inputs)
         primary = self.key_for(info, identity, vary_values(info, names), generation)
         found = await self.store.get(primary)
         if found is not None and isinstance(found[0], VaryPointer):

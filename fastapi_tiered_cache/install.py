@@ -43,3 +43,7 @@ def get_cache(connection: HTTPConnection) -> TieredCache:
     if not isinstance(cache, TieredCache):
         raise RuntimeError("no TieredCache installed on this app; call install(app) first")
     return cache
+
+
+# It reads only app state, so it does not make a route's responses depend on the request.
+setattr(get_cache, "__tiered_cache_policy__safe", True)  # noqa: B010

@@ -76,11 +76,19 @@ def normalize_header_value(value: str) -> str:
 
 
 def vary_values(info: RequestInfo, names: Sequence[str]) -> VaryValues:
-    """The request's values of ``names``; ``None`` (absent) differs from ``""`` (empty)."""
+    """The request's values of ``names``; ``None`` (absent) differs from ``""`` (empty).
+
+    A name ``cookie:<name>`` stands for one cookie's value (read by a route's ``Cookie()``).
+    """
     headers = info.headers
-    return tuple(
-        (name, normalize_header_value(headers[name]) if name in headers else None) for name in names
-    )
+    values: list[tuple[str, str | None]] = []
+    for name in names:
+        if name.startswith("cookie:"):
+            value = info.cookies.get(name[7:]) if "cookie" in headers else None
+        else:
+            value = normalize_header_value(headers[name]) if name in headers else None
+        values.append((name, value))
+    return tuple(values)
 
 
 def _update(digest: hashlib.blake2b, data: bytes) -> None:

@@ -146,19 +146,23 @@ class _Responder:
         if not decision.cacheable:
             await self.bypass(decision.reason, scope, receive, send)
             return
-        rule = cache.rules.match(info.path) if cache.rules else None
+        rule, inputs = cache.policy_for(info)
         if rule is not None and not rule.cache:
             await self.bypass(Reason.RULE, scope, receive, send)
             return
-        identity = await cache.identify(info)
+        if inputs.raw_request and rule is None:
+            await self.bypass(Reason.REQUEST_OBJECT, scope, receive, send)
+            return
+        identity = await cache.identify(info, inputs)
         if isinstance(identity, Reason):
             await self.bypass(identity, scope, receive, send)
             return
         generation = await cache.generation(identity)
-        names = cache.vary_names(rule)
+        names = cache.vary_names(rule, inputs)
         primary = cache.key_for(info, identity, vary_values(info, names), generation)
         key, names, record, tier = await self.lookup(info, identity, generation, primary, names)
         fetch = _Fetch(self, info, identity, rule, generation, primary, key, names)
+        fetch.config_names = cache.vary_names(rule, inputs)
         if isinstance(record, CachedResponse):
             if not record.matches(vary_values(info, [name for name, _ in record.vary])):
                 fetch.forward = "vary-miss"
@@ -217,7 +221,7 @@ class _Responder:
         tenant = await cache.tenant_of(info)
         if tenant is None:
             return
-        rule = cache.rules.match(info.path) if cache.rules else None
+        rule, _ = cache.policy_for(info)
         names = [f"x:{tenant}:{normalize_path(info.path)}"]
         parents = cache.settings.invalidate_parents
         if rule is not None and rule.invalidate_parents is not None:
@@ -300,6 +304,7 @@ class _Fetch:
         names: tuple[str, ...],
     ) -> None:
         self.responder = responder
+        self.config_names = names
         self.tenant = identity.tenant
         self.generation = generation
         self.started = responder.cache.invalidator.timer()
@@ -534,7 +539,7 @@ class _Capture:
             return
         names = tuple(name for name, _ in record.vary)
         key, pointer = fetch.primary, None
-        if names != self.cache.vary_names(fetch.rule):
+        if names != fetch.config_names:
             # The response varies on headers the primary key does not cover: store it under
             # a key that does, and leave a pointer at the primary key for later lookups.
             key = self.cache.key_for(fetch.info, fetch.identity, record.vary, fetch.generation)

@@ -53,6 +53,7 @@ class Reason(str, Enum):
     METHOD_OVERRIDE = "method-override"
     RANGE = "range"
     RULE = "rule"
+    REQUEST_OBJECT = "request-object"
     AUTHENTICATED = "authenticated"
     RESOLVER = "resolver"
     REQUEST_NO_STORE = "request-no-store"
