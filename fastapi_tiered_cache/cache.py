@@ -88,7 +88,9 @@ class TieredCache:
         self.identity_resolver = identity_resolver or s.identity_resolver
         self.tenant_resolver = tenant_resolver or s.tenant_resolver
         self.key_builder: KeyBuilder = key_builder or s.key_builder or build_key
-        self.statuses = frozenset(s.statuses)
+        self.statuses = frozenset(s.statuses) | (
+            frozenset({404, 410}) if s.negative_ttl else frozenset()
+        )
         self.methods = frozenset(s.methods)
         l1 = (
             MemoryStore(s.l1_max_entries, s.l1_max_bytes, timer=l1_timer)
@@ -96,8 +98,12 @@ class TieredCache:
             else None
         )
         self.store = TieredStore(l1, self._l2(redis), l1_max_ttl=s.l1_max_ttl, clock=clock)
-        # Response headers carrying tags, as raw lower-case names.
+        # Response headers carrying tags, as raw lower-case names, and those never forwarded.
         self.surrogate_headers = frozenset(h.encode("latin-1") for h in s.surrogate_key_headers)
+        targeted = frozenset(h.encode("latin-1") for h in s.targeted_headers)
+        self.hidden_headers = (
+            frozenset() if s.forward_surrogate_keys else self.surrogate_headers
+        ) | (frozenset() if s.forward_targeted_headers else targeted)
         self.stats = Stats()
         self.exporters: list[Metrics] = []
         self._vary_names: dict[tuple[int, int], tuple[str, ...]] = {}

@@ -58,3 +58,51 @@ def is_not_modified(headers: Mapping[str, str], entry: CachedResponse) -> bool:
         since = parse_http_date(headers["if-modified-since"])
         return since is not None and entry.last_modified <= since
     return False
+
+
+_BYTES_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+
+
+def select_range(
+    headers: Mapping[str, str], entry: CachedResponse
+) -> tuple[int, int] | bool | None:
+    """The byte range a ``Range`` request asks of a stored 200 (RFC 9110 §14).
+
+    Returns ``(first, last)`` for one satisfiable range, ``False`` when unsatisfiable (416),
+    and ``None`` to send the whole response (no Range, several ranges, an ``If-Range``
+    that does not match, or anything malformed: ignoring Range is always allowed).
+    """
+    header = headers.get("range")
+    if header is None or entry.status != 200:
+        return None
+    if "if-range" in headers and not _if_range_matches(headers["if-range"], entry):
+        return None
+    match = _BYTES_RANGE.match(header)
+    if match is None:
+        return None
+    start, end = match.groups()
+    size = len(entry.body)
+    if start == "" and end == "":
+        return None
+    if start == "":  # a suffix: the last N bytes
+        length = int(end)
+        if length == 0:
+            return False
+        return max(0, size - length), size - 1
+    first = int(start)
+    last = min(int(end), size - 1) if end else size - 1
+    if end and int(end) < first:
+        return None
+    if first >= size:
+        return False
+    return first, last
+
+
+def _if_range_matches(value: str, entry: CachedResponse) -> bool:
+    value = value.strip()
+    if value.startswith('"'):  # strong comparison only (RFC 9110 §13.1.5)
+        return bool(entry.served_etag) and value.encode("latin-1") == entry.served_etag
+    if value.startswith("W/"):
+        return False
+    since = parse_http_date(value)
+    return since is not None and entry.last_modified is not None and entry.last_modified <= since

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .cache import TieredCache
 from .cache_control import EMPTY, CacheControl, parse_cache_control, parse_http_date, parse_vary
-from .conditional import NOT_MODIFIED_HEADERS, is_not_modified, make_etag
+from .conditional import NOT_MODIFIED_HEADERS, is_not_modified, make_etag, select_range
 from .entry import CachedResponse, VaryPointer
 from .exceptions import StoreUnavailable
 from .identity import Identity
@@ -39,7 +39,11 @@ from .policy import (
     check_request,
     check_response,
     freshness_of,
+    heuristic_lifetime,
     is_worth_storing,
+    outgoing_cache_control,
+    request_allows,
+    response_cache_control,
 )
 from .request import RequestInfo
 from .settings import CacheSettings, RouteRule
@@ -68,7 +72,8 @@ _NOT_STORED = frozenset(
         b"cache-status",
     }
 )
-_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Every other method, known or not, may change the resource (RFC 9111 §4.4).
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _MAX_TAGS = 64
 logger = logging.getLogger("fastapi_tiered_cache")
 _CONDITIONAL = frozenset(
@@ -139,7 +144,7 @@ class _Responder:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         cache = self.cache
         info = RequestInfo.from_scope(scope)
-        if info.method in _WRITES and cache.settings.invalidate_on_write:
+        if info.method not in _SAFE and cache.settings.invalidate_on_write:
             await self.write(info, scope, receive, send)
             return
         decision = check_request(info, cache.methods)
@@ -163,17 +168,24 @@ class _Responder:
         key, names, record, tier = await self.lookup(info, identity, generation, primary, names)
         fetch = _Fetch(self, info, identity, rule, generation, primary, key, names)
         fetch.config_names = cache.vary_names(rule, inputs)
+        honour = cache.settings.honour_request_cache_control and fetch.request_cc is not EMPTY
         if isinstance(record, CachedResponse):
+            now = cache.clock()
             if not record.matches(vary_values(info, [name for name, _ in record.vary])):
                 fetch.forward = "vary-miss"
-            elif record.is_fresh(cache.clock()):
-                await self.replay(info, record, tier, send)
+            elif record.is_fresh(now) and (
+                not honour or request_allows(fetch.request_cc, record, now)
+            ):
+                await self.replay(info, record, tier, send, rule=rule)
                 return
             elif record.can_revalidate:
                 await fetch.revalidate(record, scope, receive, send)
                 return
             else:
                 fetch.forward = "stale"
+        if honour and fetch.request_cc.only_if_cached:
+            await self.gateway_timeout(send)  # RFC 9111 §5.2.1.7
+            return
         await fetch(scope, receive, send)
 
     async def lookup(
@@ -209,7 +221,7 @@ class _Responder:
 
         async def send_purging(message: Message) -> None:
             if message["type"] == "http.response.start":
-                if 200 <= message["status"] < 300:
+                if 200 <= message["status"] < 400:  # any non-error status
                     await self.purge_after_write(info, scope, message)
                 message = {**message, "headers": [*message.get("headers", ()), *extra]}
             await send(message)
@@ -260,6 +272,14 @@ class _Responder:
             headers.append((b"x-cache", x_cache.encode("latin-1")))
         return headers
 
+    async def gateway_timeout(self, send: Send) -> None:
+        headers = [
+            (b"content-length", b"0"),
+            *self.marks("MISS", "fwd=miss", "detail=only-if-cached"),
+        ]
+        await send({"type": "http.response.start", "status": 504, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
     async def replay(
         self,
         info: RequestInfo,
@@ -267,10 +287,11 @@ class _Responder:
         tier: Tier | None,
         send: Send,
         *,
+        rule: RouteRule | None = None,
         x_cache: str = "HIT",
         params: tuple[str, ...] = (),
     ) -> None:
-        """Answer from a stored entry: 200 (or its status), 304, or headers only for HEAD."""
+        """Answer from a stored entry: 200 (or its status), 304, 206, or headers for HEAD."""
         now = self.cache.clock()
         if tier is None:
             self.cache.record(Event.MISS, reason="revalidated", route=record.route)
@@ -283,10 +304,14 @@ class _Responder:
             await send({"type": "http.response.start", "status": 304, "headers": headers + extra})
             await send({"type": "http.response.body", "body": b""})
             return
-        headers = [*record.headers, *extra]
-        await send({"type": "http.response.start", "status": record.status, "headers": headers})
-        body = b"" if info.method == "HEAD" else record.body
-        await send({"type": "http.response.body", "body": body})
+        headers = list(record.headers)
+        if rule is not None and rule.cache_control:
+            headers = _with_cache_control(headers, rule.cache_control, record.ttl(now), now)
+        status, body = record.status, record.body
+        if "range" in info.headers:
+            status, body, headers = _ranged(info, record, headers)
+        await send({"type": "http.response.start", "status": status, "headers": headers + extra})
+        await send({"type": "http.response.body", "body": b"" if info.method == "HEAD" else body})
 
 
 class _Fetch:
@@ -366,6 +391,7 @@ class _Capture:
         self.complete = False
         self.record: CachedResponse | None = None
         self.not_modified = False
+        self.cc = EMPTY
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
@@ -402,13 +428,18 @@ class _Capture:
         fetch = self.fetch
         if fetch.info.method == "HEAD":
             return Reason.METHOD  # a HEAD response has no body to replay for a GET
+        settings = self.cache.settings
         statuses = fetch.rule.statuses if fetch.rule and fetch.rule.statuses else None
+        self.cc = response_cache_control(self.headers, settings.targeted_headers)
         decision = check_response(
             self.status,
             self.headers,
+            cc=self.cc,
             request_cc=fetch.request_cc,
             statuses=statuses or self.cache.statuses,
             shared=fetch.identity.is_anonymous,
+            strict=settings.default_ttl == 0,
+            authorization="authorization" in fetch.info.headers,
         )
         if not decision.cacheable:
             return decision.reason
@@ -446,9 +477,13 @@ class _Capture:
             params.append(f"detail={self.reason}")
         x_cache = "MISS"
         headers = list(self.start.get("headers", ()))
-        if not self.cache.settings.forward_surrogate_keys:
-            hidden = self.cache.surrogate_headers
+        hidden = self.cache.hidden_headers
+        if hidden:
             headers = [(k, v) for k, v in headers if k.lower() not in hidden]
+        rule = self.fetch.rule
+        if self.record is not None and rule is not None and rule.cache_control:
+            now = self.cache.clock()
+            headers = _with_cache_control(headers, rule.cache_control, self.record.ttl(now), now)
         if self.record is not None and not self.record.etag:
             headers.append((b"etag", self.record.served_etag))
         headers.extend(self.fetch.responder.marks(x_cache, *params))
@@ -468,11 +503,13 @@ class _Capture:
     def build_record(self) -> CachedResponse | None:
         fetch = self.fetch
         now = self.cache.clock()
-        cc = parse_cache_control(self.headers.get("cache-control"))
-        rule_ttl = fetch.rule.ttl if fetch.rule and fetch.rule.ttl is not None else None
-        default_ttl = self.cache.settings.default_ttl if rule_ttl is None else rule_ttl
+        cc = self.cc
         freshness = freshness_of(
-            self.headers, cc, default_ttl=default_ttl, shared=fetch.identity.is_anonymous, now=now
+            self.headers,
+            cc,
+            default_ttl=self.default_ttl(now),
+            shared=True,  # s-maxage applies to us in every scope
+            now=now,
         )
         etag = self.headers.get("etag", "")
         last_modified = parse_http_date(self.headers.get("last-modified"))
@@ -494,7 +531,7 @@ class _Capture:
         sie = freshness.stale_if_error if windows_allowed else 0.0
         keep = self.cache.settings.keep_stale if (etag or last_modified is not None) else 0.0
         all_names = self.names_with(parse_vary(self.headers.get("vary")) or ())
-        hidden = self.cache.surrogate_headers
+        hidden = self.cache.hidden_headers
         headers = [(k, v) for k, v in headers if k not in hidden]
         return CachedResponse(
             status=self.status,
@@ -513,6 +550,21 @@ class _Capture:
             tags=self.tags(),
             route=_route_template(fetch.info.scope),
         )
+
+    def default_ttl(self, now: float) -> float:
+        """Lifetime when the origin gives none: the rule's, negative caching, the heuristic
+        (when enabled), else the default."""
+        settings = self.cache.settings
+        rule = self.fetch.rule
+        if rule is not None and rule.ttl is not None:
+            return float(rule.ttl)
+        if self.status in (404, 410) and settings.negative_ttl:
+            return float(settings.negative_ttl)
+        if settings.heuristic_freshness:
+            heuristic = heuristic_lifetime(self.headers, now)
+            if heuristic is not None:
+                return heuristic
+        return float(settings.default_ttl)
 
     def tags(self) -> tuple[str, ...]:
         """Tags from the route's rule (filled from path parameters) and surrogate headers."""
@@ -572,13 +624,14 @@ class _Capture:
         headers = [(k, updates.pop(k, v)) for k, v in stale.headers]
         headers.extend(updates.items())
         merged = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
-        cc = parse_cache_control(merged.get("cache-control"))
+        cc = response_cache_control(merged, self.cache.settings.targeted_headers)
+        headers = [(k, v) for k, v in headers if k not in self.cache.hidden_headers]
         now = self.cache.clock()
         freshness = freshness_of(
             merged,
             cc,
             default_ttl=stale.fresh_for,
-            shared=fetch.identity.is_anonymous,
+            shared=True,
             now=now,
         )
         record = CachedResponse(
@@ -602,6 +655,43 @@ class _Capture:
             fetch.info, record, None, self.client_send, x_cache="REVALIDATED", params=params
         )
         await self.store(record)
+
+
+def _ranged(
+    info: RequestInfo, record: CachedResponse, headers: list[tuple[bytes, bytes]]
+) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """A 206 (or 416) from a stored full response, or the whole of it (RFC 9110 §14)."""
+    selected = select_range(info.headers, record)
+    if selected is None:
+        return record.status, record.body, headers
+    size = len(record.body)
+    kept = [(k, v) for k, v in headers if k != b"content-length"]
+    if selected is False:
+        kept.append((b"content-range", f"bytes */{size}".encode()))
+        return 416, b"", [*kept, (b"content-length", b"0")]
+    assert not isinstance(selected, bool)
+    first, last = selected
+    kept.append((b"content-range", f"bytes {first}-{last}/{size}".encode()))
+    kept.append((b"content-length", str(last - first + 1).encode()))
+    return 206, record.body[first : last + 1], kept
+
+
+def _with_cache_control(
+    headers: list[tuple[bytes, bytes]], configured: str, ttl: float, now: float
+) -> list[tuple[bytes, bytes]]:
+    """Replace the origin's Cache-Control by a rule's (never outliving the entry)."""
+    origin = parse_cache_control(
+        ", ".join(v.decode("latin-1") for k, v in headers if k == b"cache-control")
+    )
+    value = outgoing_cache_control(configured, origin, ttl)
+    if value is None:
+        return headers
+    kept = [(k, v) for k, v in headers if k not in (b"cache-control", b"expires")]
+    kept.append((b"cache-control", value.encode("latin-1")))
+    max_age = parse_cache_control(value).max_age
+    if max_age is not None:
+        kept.append((b"expires", _http_date(now + max_age)))
+    return kept
 
 
 def _route_template(scope: Scope) -> str:

@@ -8,9 +8,11 @@ except in an identity's own scope, which behaves as that identity's private cach
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import re
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
 from .cache_control import (
     CacheControl,
@@ -29,8 +31,14 @@ __all__ = [
     "check_request",
     "check_response",
     "freshness_of",
+    "heuristic_lifetime",
     "is_worth_storing",
+    "outgoing_cache_control",
+    "request_allows",
+    "response_cache_control",
 ]
+
+_AGE_DIRECTIVE = re.compile(r"(?i)\b(max-age|s-maxage)\s*=\s*\"?(\d+)\"?")
 
 # A request that asks a framework to treat it as another method must never share an entry.
 METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
@@ -51,7 +59,6 @@ class Reason(str, Enum):
     METHOD = "method"
     REQUEST_BODY = "request-body"
     METHOD_OVERRIDE = "method-override"
-    RANGE = "range"
     RULE = "rule"
     REQUEST_OBJECT = "request-object"
     AUTHENTICATED = "authenticated"
@@ -66,6 +73,7 @@ class Reason(str, Enum):
     TOO_LARGE = "too-large"
     STALE = "stale"
     CONTENT_RANGE = "content-range"
+    AUTHORIZATION = "authorization"
 
     def __str__(self) -> str:
         return self.value
@@ -120,8 +128,6 @@ def check_request(info: RequestInfo, methods: Collection[str]) -> Decision:
     for name in METHOD_OVERRIDE_HEADERS:
         if name in headers:
             return _bypass(Reason.METHOD_OVERRIDE)
-    if "range" in headers:
-        return _bypass(Reason.RANGE)
     return LOOKUP
 
 
@@ -154,25 +160,48 @@ def freshness_of(
     )
 
 
+# Statuses a strict cache stores when the origin gives explicit freshness (RFC 9110 §15.1,
+# plus redirects an origin explicitly marks fresh). Server errors are never shared.
+EXPLICITLY_CACHEABLE = frozenset({200, 203, 204, 300, 301, 302, 307, 308, 404, 405, 410, 414})
+
+
+def response_cache_control(headers: Mapping[str, str], targeted: Sequence[str]) -> CacheControl:
+    """The directives this cache obeys: the first targeted field present (RFC 9213 §2.2),
+    else ``Cache-Control``."""
+    for name in targeted:
+        if name in headers:
+            return parse_cache_control(headers[name])
+    return parse_cache_control(headers.get("cache-control"))
+
+
+def has_explicit_freshness(headers: Mapping[str, str], cc: CacheControl) -> bool:
+    return cc.max_age is not None or cc.s_maxage is not None or "expires" in headers
+
+
 def check_response(
     status: int,
     headers: Mapping[str, str],
     *,
+    cc: CacheControl,
     request_cc: CacheControl,
     statuses: Collection[int],
     shared: bool,
+    strict: bool = False,
+    authorization: bool = False,
 ) -> Decision:
     """May this response be stored? (RFC 9111 §3; freshness is judged by the caller.)
 
     ``shared`` is false only in an identity's own scope, where ``private`` is allowed.
+    ``strict`` (no default TTL) also stores any explicitly fresh cacheable status, and
+    applies §3.5 to requests with ``Authorization``.
     """
-    if status not in statuses:
+    explicit = strict and has_explicit_freshness(headers, cc)
+    if status not in statuses and not (explicit and status in EXPLICITLY_CACHEABLE):
         return _skip(Reason.STATUS)
     if "content-range" in headers:
         return _skip(Reason.CONTENT_RANGE)
     if request_cc.no_store:
         return _skip(Reason.REQUEST_NO_STORE)
-    cc = parse_cache_control(headers.get("cache-control"))
     if cc.no_store:
         return _skip(Reason.NO_STORE)
     if shared and cc.private:
@@ -181,7 +210,52 @@ def check_response(
         return _skip(Reason.SET_COOKIE)
     if parse_vary(headers.get("vary")) is None:
         return _skip(Reason.VARY_STAR)
+    if (
+        strict
+        and authorization
+        and not (cc.public or cc.s_maxage is not None or cc.must_revalidate)
+    ):
+        return _skip(Reason.AUTHORIZATION)  # RFC 9111 §3.5
     return LOOKUP
+
+
+def outgoing_cache_control(configured: str, origin: CacheControl, ttl: float) -> str | None:
+    """The ``Cache-Control`` to send instead of the origin's, or None to keep the origin's.
+
+    The origin's ``private``/``no-store`` always win (a downstream cache must never store
+    what the origin kept to itself), and no ``max-age`` outlives the entry.
+    """
+    if origin.private or origin.no_store:
+        return None
+    remaining = max(0, int(ttl))
+    return _AGE_DIRECTIVE.sub(
+        lambda m: f"{m.group(1)}={min(int(m.group(2)), remaining)}", configured
+    )
+
+
+class _Aged(Protocol):
+    def age(self, now: float) -> float: ...
+
+    def ttl(self, now: float) -> float: ...
+
+
+def request_allows(request_cc: CacheControl, entry_age: _Aged, now: float) -> bool:
+    """Whether a client's own directives let a fresh entry be reused (RFC 9111 §5.2.1)."""
+    if request_cc.no_cache:
+        return False
+    age = entry_age.age(now)
+    if request_cc.max_age is not None and age > request_cc.max_age:
+        return False
+    return not (request_cc.min_fresh is not None and entry_age.ttl(now) < request_cc.min_fresh)
+
+
+def heuristic_lifetime(headers: Mapping[str, str], now: float) -> float | None:
+    """10% of the time since ``Last-Modified`` (RFC 9111 §4.2.2), or None without one."""
+    modified = parse_http_date(headers.get("last-modified"))
+    if modified is None:
+        return None
+    date = parse_http_date(headers.get("date")) or now
+    return max(0.0, (date - modified) / 10)
 
 
 def is_worth_storing(freshness: Freshness, has_validators: bool) -> Decision:

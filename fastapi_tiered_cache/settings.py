@@ -222,6 +222,26 @@ class CacheSettings(BaseSettings):
         default="fastapi-tiered-cache", description="Cache name used in the Cache-Status header."
     )
     x_cache_header: bool = Field(default=True, description="Add the human-readable X-Cache header.")
+    honour_request_cache_control: bool = Field(
+        default=False,
+        description="Obey clients' Cache-Control (no-cache, max-age, min-fresh, only-if-cached);"
+        " off, so no client can make the origin recompute.",
+    )
+    targeted_headers: CsvList = Field(
+        default=["cdn-cache-control"],
+        description="Targeted Cache-Control fields (RFC 9213) obeyed instead of Cache-Control,"
+        " first present wins; put your own name first.",
+    )
+    forward_targeted_headers: bool = Field(
+        default=False, description="Pass the targeted Cache-Control fields on to the client."
+    )
+    heuristic_freshness: bool = Field(
+        default=False,
+        description="Without explicit freshness, reuse for 10% of the time since Last-Modified.",
+    )
+    negative_ttl: int = Field(
+        default=0, ge=0, description="Seconds 404 and 410 responses are cached; 0 never."
+    )
 
     # Invalidation and coherence.
     invalidate_on_write: bool = Field(
@@ -348,6 +368,18 @@ class CacheSettings(BaseSettings):
             if status == 206 or not 200 <= status <= 599:
                 raise ValueError(f"{status} is not a cacheable status")
         return sorted(set(value))
+
+    @field_validator("targeted_headers")
+    @classmethod
+    def _ordered_names(cls, value: list[str]) -> list[str]:
+        checked = _header_names(value)  # validates; precedence keeps the given order
+        return list(
+            dict.fromkeys(
+                name.strip().lower()
+                for name in value
+                if name.strip() in checked or name.strip().lower() in checked
+            )
+        )
 
     @field_validator("identity_headers", "vary_on")
     @classmethod
