@@ -50,9 +50,6 @@ INACTIVE_SETTINGS = frozenset(
 )
 INACTIVE_RULE_FIELDS = frozenset(
     {
-        "cache_control",
-        "query_allow",
-        "query_deny",
         "stale_if_error",
         "stale_while_revalidate",
     }

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -34,7 +35,7 @@ from .identity import (
     tenant_label,
 )
 from .invalidation import Invalidator, normalize_path, prefix_index
-from .keys import KeyBuilder, VaryValues, build_key, vary_values
+from .keys import KeyBuilder, VaryValues, build_key, filter_query, vary_values
 from .metrics import Event, Metrics, Stats
 from .policy import Reason
 from .request import RequestInfo
@@ -304,6 +305,13 @@ class TieredCache:
             table = self._route_tables[id(app)] = RouteTable.of(app)
         return table.find(scope)
 
+    @staticmethod
+    def keyed_request(info: RequestInfo, rule: RouteRule | None) -> RequestInfo:
+        """The request as its key sees it: the rule's query allow/deny-list applied."""
+        if rule is None or (rule.query_allow is None and not rule.query_deny):
+            return info
+        return replace(info, query=filter_query(info.query, rule.query_allow, rule.query_deny))
+
     def policy_for(self, info: RequestInfo) -> tuple[RouteRule | None, RouteInputs]:
         """The rule governing a request (environment rules win over ``@cache_policy``)."""
         inputs = self.route_inputs(info.scope)
@@ -442,6 +450,7 @@ class TieredCache:
             return []
         generation = await self.generation(identity)
         rule, inputs = self.policy_for(info)
+        info = self.keyed_request(info, rule)
         names = self.vary_names(rule, inputs)
         primary = self.key_for(info, identity, vary_values(info, names), generation)
         found = await self.store.get(primary)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from fnmatch import fnmatchcase
 from typing import Protocol
+from urllib.parse import unquote_plus
 
 from .request import RequestInfo
 
@@ -23,6 +25,7 @@ __all__ = [
     "KEY_HEADERS",
     "KeyBuilder",
     "build_key",
+    "filter_query",
     "normalize_header_value",
     "normalize_query",
     "vary_values",
@@ -68,6 +71,25 @@ def normalize_query(query: bytes) -> bytes:
     pairs = query.split(b"&")
     pairs.sort(key=lambda pair: pair.partition(b"=")[0])  # stable: repeated names keep order
     return b"&".join(pairs)
+
+
+def filter_query(query: bytes, allow: Sequence[str] | None, deny: Sequence[str]) -> bytes:
+    """Keep only the parameters a route reads (``allow``) or drop junk ones (``deny``).
+
+    Names are compared decoded, with ``*`` wildcards (``utm_*``). Only for routes whose
+    handlers never read the dropped parameters: otherwise two different answers share a key.
+    """
+    if not query:
+        return query
+    kept = []
+    for pair in query.split(b"&"):
+        name = unquote_plus(pair.partition(b"=")[0].decode("latin-1"))
+        if allow is not None and not any(fnmatchcase(name, p) for p in allow):
+            continue
+        if any(fnmatchcase(name, p) for p in deny):
+            continue
+        kept.append(pair)
+    return b"&".join(kept)
 
 
 def normalize_header_value(value: str) -> str:

@@ -164,9 +164,11 @@ class _Responder:
             return
         generation = await cache.generation(identity)
         names = cache.vary_names(rule, inputs)
-        primary = cache.key_for(info, identity, vary_values(info, names), generation)
-        key, names, record, tier = await self.lookup(info, identity, generation, primary, names)
+        keyed = cache.keyed_request(info, rule)
+        primary = cache.key_for(keyed, identity, vary_values(info, names), generation)
+        key, names, record, tier = await self.lookup(keyed, identity, generation, primary, names)
         fetch = _Fetch(self, info, identity, rule, generation, primary, key, names)
+        fetch.keyed = keyed
         fetch.config_names = cache.vary_names(rule, inputs)
         honour = cache.settings.honour_request_cache_control and fetch.request_cc is not EMPTY
         if isinstance(record, CachedResponse):
@@ -329,6 +331,7 @@ class _Fetch:
         names: tuple[str, ...],
     ) -> None:
         self.responder = responder
+        self.keyed = info
         self.config_names = names
         self.tenant = identity.tenant
         self.generation = generation
@@ -594,7 +597,7 @@ class _Capture:
         if names != fetch.config_names:
             # The response varies on headers the primary key does not cover: store it under
             # a key that does, and leave a pointer at the primary key for later lookups.
-            key = self.cache.key_for(fetch.info, fetch.identity, record.vary, fetch.generation)
+            key = self.cache.key_for(fetch.keyed, fetch.identity, record.vary, fetch.generation)
             pointer = VaryPointer(names)
         invalidator = self.cache.invalidator
         index = index_names(fetch.identity.tenant, fetch.info.path, record.tags)

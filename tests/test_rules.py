@@ -77,3 +77,23 @@ async def test_rule_vary_headers_join_the_key() -> None:
         "MISS",
         "HIT",
     ]
+
+
+async def test_query_deny_and_allow_lists_apply_only_where_configured() -> None:
+    origin = Origin(body=lambda scope: scope["query_string"])
+    rules = [
+        {"path": "/deny", "query_deny": ["utm_*", "fbclid"]},
+        {"path": "/allow", "query_allow": ["page"]},
+    ]
+    async with client_for(origin, make_cache(rules=rules)) as client:
+        await client.get("/deny?page=1&utm_source=x")
+        junk = await client.get("/deny?fbclid=1&page=1&utm_medium=y")
+        other_page = await client.get("/deny?page=2&utm_source=x")
+        await client.get("/allow?page=1&a=1")
+        allowed = await client.get("/allow?b=2&page=1")
+        await client.get("/elsewhere?page=1&utm_source=x")
+        untouched = await client.get("/elsewhere?page=1&utm_source=y")
+    assert junk.headers["x-cache"] == "HIT"
+    assert other_page.headers["x-cache"] == "MISS"
+    assert allowed.headers["x-cache"] == "HIT"
+    assert untouched.headers["x-cache"] == "MISS"  # never applied by default
