@@ -1,0 +1,451 @@
+"""Stampede protection: one origin call per key, in the process and across the fleet.
+
+When a popular entry expires, every request for it misses at once. Varnish answers this
+with *request coalescing*: the first miss fetches, later ones wait on a "waiting list"
+and are served the object it stored; a response that turns out uncacheable leaves a
+*hit-for-miss* marker so the next requests skip the wait. This module is that mechanism,
+in three independent pieces that the middleware composes:
+
+- ``SingleFlight``: concurrent misses *in this process* share one call (Go's
+  ``singleflight``). Waiters never inherit the leader's error: if it fails or is cancelled
+  they get ``LeaderFailed`` and go to the origin themselves.
+- ``FleetLease``: a short Redis lease (``SET NX PX`` with a random token, renewed while held,
+  compare-and-delete on release) elects one computing process *per fleet*; the others wait
+  for a pub/sub wake-up, then read the entry from Redis. A crashed holder blocks others for
+  at most ``lease_ttl``. If Redis is unreachable, ``acquire`` returns a local lease: the
+  process computes with in-process coalescing only.
+- ``HitForMiss``: keys recently found uncacheable, so their requests do not queue up.
+
+``should_refresh_early`` is the XFetch test for refreshing an entry before it expires.
+Nothing here raises ``RedisError``, and every Redis command runs under ``timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import secrets
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+from cachetools import TTLCache
+from redis.exceptions import RedisError
+
+from .exceptions import CacheError, StoreUnavailable
+
+__all__ = [
+    "FleetLease",
+    "HitForMiss",
+    "LeaderFailed",
+    "Lease",
+    "SingleFlight",
+    "should_refresh_early",
+]
+
+logger = logging.getLogger("fastapi_tiered_cache")
+T = TypeVar("T")
+FailureReason = Literal["error", "cancelled", "timeout"]
+
+# Compare-and-set by token, so a holder whose lease expired can never touch a newer one.
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+async def _within(operation: Awaitable[T], seconds: float) -> T:
+    """``operation``, or ``TimeoutError`` after ``seconds``.
+
+    ``asyncio.wait_for`` before 3.12 can swallow a ``cancel()`` that races with the
+    operation finishing; ``asyncio.timeout`` (3.11+) cannot.
+    """
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await operation
+    return await asyncio.wait_for(operation, seconds)  # pragma: no cover - Python 3.10
+
+
+class LeaderFailed(CacheError):
+    """The call this request waited on produced nothing to share; go to the origin.
+
+    ``reason`` (also a metrics label): ``error`` (the leader's call raised), ``cancelled``
+    (its client went away; calling ``run`` again re-elects a leader) or ``timeout``.
+    """
+
+    def __init__(self, reason: FailureReason) -> None:
+        super().__init__(f"the coalesced call did not complete: {reason}")
+        self.reason: FailureReason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    reason: FailureReason
+
+
+class SingleFlight(Generic[T]):
+    """Concurrent ``run`` calls for one key in this process share one ``compute``.
+
+    - ``wait``: most seconds a waiter waits for the leader (``None``: as long as it runs).
+
+    Example::
+
+        flight: SingleFlight[CachedResponse | None] = SingleFlight()
+        try:
+            entry, leader = await flight.run(key, fetch)
+        except LeaderFailed:
+            entry, leader = await fetch(), True
+    """
+
+    def __init__(self, wait: float | None = None) -> None:
+        self.wait = wait
+        self._flights: dict[str, asyncio.Future[T | _Failure]] = {}
+
+    def __len__(self) -> int:
+        """Keys with a call in flight."""
+        return len(self._flights)
+
+    async def run(self, key: str, compute: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
+        """``(result, True)`` for the leader, ``(the leader's result, False)`` for waiters.
+
+        The leader's own exception or cancellation propagates to the leader only; its
+        waiters get ``LeaderFailed``.
+        """
+        loop = asyncio.get_running_loop()
+        flight = self._flights.get(key)
+        if flight is not None and flight.get_loop() is loop:  # another loop's died with it
+            return await self._follow(flight), False
+        flight = loop.create_future()
+        self._flights[key] = flight
+        try:
+            result = await compute()
+        except asyncio.CancelledError:
+            self._land(key, flight, _Failure("cancelled"))
+            raise
+        except BaseException:
+            self._land(key, flight, _Failure("error"))
+            raise
+        self._land(key, flight, result)
+        return result, True
+
+    async def _follow(self, flight: asyncio.Future[T | _Failure]) -> T:
+        # asyncio.wait never cancels the flight, so a waiter's disconnect touches nobody else.
+        done, _ = await asyncio.wait({flight}, timeout=self.wait)
+        if not done:
+            raise LeaderFailed("timeout")
+        outcome = flight.result()
+        if isinstance(outcome, _Failure):
+            raise LeaderFailed(outcome.reason)
+        return outcome
+
+    def _land(self, key: str, flight: asyncio.Future[T | _Failure], outcome: T | _Failure) -> None:
+        # Synchronous on purpose: it must complete even in a task being cancelled.
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+        if not flight.done():
+            flight.set_result(outcome)
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """The right to compute ``key``. ``fleet`` is False when Redis could not be asked:
+    the holder then coordinates with nobody outside its process."""
+
+    key: str
+    token: str
+    fleet: bool = True
+
+
+class FleetLease:
+    """Elects one process of the fleet to compute a key; the others wait for its wake-up.
+
+    - ``client``: a ``redis.asyncio`` client (standalone, Sentinel or Cluster); it stays
+      the caller's to close.
+    - ``namespace``: prefix of the keys ``{namespace}:lease:{key}``.
+    - ``lease_ttl``: seconds a lease lives unless renewed (every third of it while held).
+    - ``wait``: default seconds ``wait_for`` waits.
+    - ``timeout``: seconds allowed per Redis command.
+    - ``channel``: wake-up channel, ``{namespace}:lease-wake`` by default. One channel for
+      every key keeps one subscription per process, and works on Redis Cluster.
+
+    Example::
+
+        lease = await fleet.acquire(key)
+        if lease is None:
+            if await fleet.wait_for(key):
+                entry = await store.get(key)  # the holder stored it before releasing
+        else:
+            try:
+                ...  # call the origin, store the entry
+            finally:
+                await fleet.release(lease)
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        namespace: str,
+        lease_ttl: float = 3.0,
+        wait: float = 5.0,
+        timeout: float = 0.05,
+        channel: str | None = None,
+    ) -> None:
+        if lease_ttl <= 0 or timeout <= 0 or wait < 0:
+            raise ValueError("lease_ttl and timeout must be > 0, and wait >= 0")
+        self.client = client
+        self.namespace = namespace
+        self.lease_ttl = lease_ttl
+        self.wait = wait
+        self.timeout = timeout
+        self.channel = channel or f"{namespace}:lease-wake"
+        self.errors = 0  # Redis commands that failed or ran out of time
+        self._recheck = lease_ttl / 2  # seconds between safety checks of a waited-on lease
+        self._renew_script = client.register_script(_RENEW)
+        self._release_script = client.register_script(_RELEASE)
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._renewals: dict[str, asyncio.Task[None]] = {}
+        self._releases: set[asyncio.Task[None]] = set()
+        self._listener: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    def _lease_key(self, key: str) -> str:
+        return f"{self.namespace}:lease:{key}"
+
+    async def acquire(self, key: str) -> Lease | None:
+        """A lease on ``key``, or None while another process holds one."""
+        token = secrets.token_hex(16)
+        if self._closed:
+            return Lease(key, token, fleet=False)
+        self._listen()  # subscribe early: this process may soon wait on someone
+        ttl = max(1, int(self.lease_ttl * 1000))
+        try:
+            won = await self._call(self.client.set(self._lease_key(key), token, nx=True, px=ttl))
+        except StoreUnavailable:
+            # The SET may have landed with its reply lost: that lease just expires unrenewed.
+            return Lease(key, token, fleet=False)
+        if not won:
+            return None
+        lease = Lease(key, token)
+        renewal = asyncio.ensure_future(self._renew(lease))
+        self._renewals[token] = renewal
+        renewal.add_done_callback(lambda _: self._renewals.pop(token, None))
+        return lease
+
+    async def release(self, lease: Lease) -> None:
+        """Give the lease up (only if still ours), then wake this key's waiters fleet-wide.
+
+        The work runs in its own task, so it completes (within ``2 * timeout``) even
+        when the caller is cancelled, as a request whose client went away is.
+        """
+        renewal = self._renewals.pop(lease.token, None)
+        if renewal is not None:
+            renewal.cancel()
+        if not lease.fleet or self._closed:
+            return
+        job = asyncio.ensure_future(self._give_up(lease))
+        self._releases.add(job)
+        job.add_done_callback(self._releases.discard)
+        await asyncio.shield(job)
+
+    async def wait_for(self, key: str, timeout: float | None = None) -> bool:
+        """Wait until the lease on ``key`` is released or gone (an owner that died).
+
+        True: look in the store again. False: ``timeout`` (default ``wait``) ran out or
+        Redis could not be asked; go to the origin.
+        """
+        if self._closed:
+            return False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.wait if timeout is None else timeout)
+        self._listen()
+        woken: asyncio.Future[None] = loop.create_future()
+        self._waiters.setdefault(key, set()).add(woken)
+        try:
+            # A wake-up published before our SUBSCRIBE is active would be lost (until the
+            # re-check), so be subscribed before looking at the lease: acquire() started it.
+            with contextlib.suppress(asyncio.TimeoutError):
+                budget = max(0.0, min(self.timeout, deadline - loop.time()))
+                await _within(self._subscribed.wait(), budget)
+            while True:
+                try:
+                    held = await self._call(self.client.exists(self._lease_key(key)))
+                except StoreUnavailable:
+                    return False
+                if not held:
+                    return True
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return False
+                # The re-check, every lease_ttl / 2, only covers lost wake-ups and dead owners.
+                await asyncio.wait({woken}, timeout=min(remaining, self._recheck))
+                if woken.done():
+                    return not woken.cancelled()
+        finally:
+            waiters = self._waiters.get(key)
+            if waiters is not None:
+                waiters.discard(woken)
+                if not waiters:
+                    del self._waiters[key]
+
+    async def close(self) -> None:
+        """Stop listening and renewing; held leases expire within ``lease_ttl``."""
+        self._closed = True
+        self._bind()
+        tasks: list[asyncio.Task[None]] = [*self._renewals.values(), *self._releases]
+        if self._listener is not None:
+            tasks.append(self._listener)
+            self._listener.cancel()
+        for renewal in self._renewals.values():
+            renewal.cancel()
+        for waiters in self._waiters.values():
+            for woken in waiters:
+                woken.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _call(self, operation: Awaitable[T], budget: float | None = None) -> T:
+        try:
+            return await _within(operation, budget or self.timeout)
+        except (asyncio.TimeoutError, RedisError, OSError) as exc:
+            self.errors += 1
+            raise StoreUnavailable(f"lease: {type(exc).__name__}: {exc}") from exc
+
+    async def _renew(self, lease: Lease) -> None:
+        ttl = max(1, int(self.lease_ttl * 1000))
+        keys, args = [self._lease_key(lease.key)], [lease.token, ttl]
+        while True:
+            await asyncio.sleep(self.lease_ttl / 3)
+            if lease.token not in self._renewals or self._closed:
+                return  # released, even if the cancellation was swallowed
+            try:
+                alive = await self._call(self._renew_script(keys=keys, args=args))
+            except StoreUnavailable:
+                continue  # the lease may still be ours: try again on the next tick
+            if not alive:
+                return  # expired or taken over: nothing left to keep alive
+
+    async def _give_up(self, lease: Lease) -> None:
+        with contextlib.suppress(StoreUnavailable):
+            keys = [self._lease_key(lease.key)]
+            await self._call(self._release_script(keys=keys, args=[lease.token]))
+            # Wake even if the lease had expired: our waiters may still be parked on it.
+            await self._call(self.client.publish(self.channel, lease.key))
+
+    def _bind(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            # Used from a new event loop (a test client's, say): the old loop's listener,
+            # renewals and waiters died with it.
+            self._loop, self._listener, self._subscribed = loop, None, asyncio.Event()
+            self._waiters.clear()
+            self._renewals.clear()
+            self._releases.clear()
+
+    def _listen(self) -> None:
+        self._bind()
+        if self._listener is None and not self._closed:
+            self._listener = asyncio.ensure_future(self._subscription())
+
+    async def _subscription(self) -> None:
+        """The process's one pub/sub connection; re-made after any failure."""
+        # On Python 3.10 a cancel() can be swallowed (see _within), so the closed flag,
+        # not cancel() alone, ends these loops.
+        while not self._closed:
+            pubsub: Any = None
+            budget = max(self.timeout, self._recheck)
+            try:
+                # A Cluster client routes SUBSCRIBE by slot, so needs its slot map first.
+                await self._call(self.client.initialize(), budget)
+                pubsub = self.client.pubsub()
+                await self._call(pubsub.subscribe(self.channel), budget)
+                while not self._closed:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self._dispatch(message)
+            except (StoreUnavailable, RedisError, OSError, asyncio.TimeoutError):
+                self.errors += 1
+            except Exception:  # e.g. a client without pub/sub: never let the listener die
+                self.errors += 1
+                logger.warning("lease wake-up subscription failed", exc_info=True)
+            finally:
+                self._subscribed.clear()
+                if pubsub is not None:
+                    with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+                        await _within(pubsub.aclose(), self.timeout)
+            if not self._closed:
+                # Waiters fall back to their periodic re-check until we are back.
+                await asyncio.sleep(self._recheck)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if message["type"] == "subscribe":
+            self._subscribed.set()
+        elif message["type"] == "message":
+            data = message["data"]
+            key = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+            for woken in self._waiters.pop(key, ()):
+                if not woken.done():
+                    woken.set_result(None)
+
+
+class HitForMiss:
+    """Keys whose response was uncacheable, remembered for ``ttl`` seconds (Varnish's
+    hit-for-miss object): their requests go straight to the origin instead of queueing
+    behind a call whose result they could not use.
+
+    - ``ttl``: seconds a key is remembered; 0 turns the map off.
+    - ``maxsize``: most keys remembered (the oldest go first).
+    - ``timer``: a monotonic clock in seconds (injected by tests).
+    """
+
+    def __init__(
+        self, ttl: float, maxsize: int = 10_000, timer: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl = ttl
+        self._keys: TTLCache[str, bool] = TTLCache(maxsize=max(maxsize, 1), ttl=ttl, timer=timer)
+
+    def __contains__(self, key: object) -> bool:
+        return self.ttl > 0 and key in self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def remember(self, key: str) -> None:
+        if self.ttl > 0:
+            self._keys[key] = True
+
+    def forget(self, key: str) -> None:
+        """Drop ``key``, for example once its response was cacheable again."""
+        self._keys.pop(key, None)
+
+
+def should_refresh_early(
+    age: float,
+    ttl: float,
+    delta: float,
+    beta: float = 1.0,
+    rand: Callable[[], float] = random.random,
+) -> bool:
+    """The XFetch test: refresh now, before expiry, with a chance rising as expiry nears.
+
+    True when ``age - delta * beta * ln(u) >= ttl``, ``u`` uniform in (0, 1], with ``delta``
+    the seconds the last computation took and ``beta`` > 1 favouring earlier refreshes.
+    See Vattani, Chierichetti, Lowenstein, "Optimal Probabilistic Cache Stampede
+    Prevention", VLDB 2015, which shows this spreads refreshes optimally.
+    """
+    u = 1.0 - rand()  # random() is in [0, 1); ln needs (0, 1]
+    return age - delta * beta * math.log(u) >= ttl
