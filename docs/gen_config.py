@@ -41,9 +41,6 @@ INACTIVE_SETTINGS = frozenset(
         "metrics_tenants",
         "origin_timeout",
         "prometheus_enabled",
-        "redis_max_connections",
-        "redis_mode",
-        "sentinel_service",
         "stale_if_error",
         "stale_while_revalidate",
     }

@@ -43,7 +43,7 @@ from .routes import UNKNOWN, RouteInputs, RouteTable
 from .rules import RuleSet
 from .settings import CacheSettings, RouteRule, load_settings
 from .stores import MemoryStore, RedisStore, TieredStore
-from .stores.redis import connect
+from .stores.connect import build_client_from_settings
 
 __all__ = ["TieredCache"]
 
@@ -144,11 +144,7 @@ class TieredCache:
             return RedisStore(redis, timeout=s.redis_timeout, owns_client=False)
         if s.redis_url is None:
             return None
-        client = connect(
-            s.redis_url.get_secret_value(),
-            connect_timeout=s.redis_connect_timeout,
-            socket_timeout=max(s.redis_timeout, s.redis_connect_timeout),
-        )
+        client = build_client_from_settings(s)
         return RedisStore(client, timeout=s.redis_timeout)
 
     @property

@@ -141,7 +141,8 @@ class CacheSettings(BaseSettings):
     )
     redis_url: SecretStr | None = Field(
         default=None,
-        description="Redis URL for L2. Unset: L1 only (said once in the log at start-up).",
+        description="Redis URL for L2 (cluster/sentinel: comma-separated seeds or sentinels)."
+        " Unset: L1 only (said once in the log at start-up).",
     )
     redis_connect_timeout: float = Field(
         default=1.0, gt=0, description="Seconds to open a connection."
