@@ -30,25 +30,14 @@ INACTIVE_SETTINGS = frozenset(
         "admin_token",
         "breaker_cooldown",
         "breaker_threshold",
-        "coalesce",
-        "coalesce_wait",
-        "early_refresh",
-        "hit_for_miss_ttl",
         "l1_tenant_share",
-        "lease_ttl",
-        "max_background_refreshes",
         "metrics_path",
         "metrics_tenants",
-        "origin_timeout",
         "prometheus_enabled",
-        "stale_if_error",
-        "stale_while_revalidate",
     }
 )
 INACTIVE_RULE_FIELDS = frozenset(
     {
-        "stale_if_error",
-        "stale_while_revalidate",
     }
 )
 

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 
 from .bus import InvalidationBus
+from .coalesce import FleetLease, HitForMiss, SingleFlight
 from .entry import CachedResponse, VaryPointer
 from .exceptions import StoreUnavailable
 from .generations import Generations, counter_names
@@ -109,6 +110,7 @@ class TieredCache:
         self.exporters: list[Metrics] = []
         self._vary_names: dict[tuple[int, int], tuple[str, ...]] = {}
         self._route_tables: dict[int, RouteTable] = {}
+        self._app: Any = None
         self._started = False
         client = self.store.l2.client if isinstance(self.store.l2, RedisStore) else None
         self.generations = Generations(
@@ -137,6 +139,23 @@ class TieredCache:
             clock=clock,
         )
         self._sync_l1_bound()
+        # Stampede protection and stale serving (see coalesce.py).
+        self.flight: SingleFlight[CachedResponse | None] = SingleFlight(wait=s.coalesce_wait)
+        self.fleet = (
+            FleetLease(
+                client,
+                namespace=s.namespace,
+                lease_ttl=s.lease_ttl,
+                wait=s.coalesce_wait,
+                timeout=s.redis_timeout,
+            )
+            if client is not None and s.coalesce
+            else None
+        )
+        self.hit_for_miss = HitForMiss(s.hit_for_miss_ttl, timer=l1_timer)
+        self.refreshing: set[str] = set()
+        self.background: set[asyncio.Task[None]] = set()
+        self.compute_seconds: dict[str, float] = {}  # last origin time per route, for XFetch
 
     def _l2(self, redis: Any) -> RedisStore | None:
         s = self.settings
@@ -178,10 +197,36 @@ class TieredCache:
 
     async def close(self) -> None:
         """Stop the bus, close the Redis connections and drop L1 (at application shutdown)."""
+        for task in list(self.background):
+            task.cancel()
+        for task in list(self.background):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.fleet is not None:
+            await self.fleet.close()
         if self.bus is not None:
             await self.bus.close()
         await self.invalidator.close()
         await self.store.close()
+
+    def run_in_background(self, key: str, work: Callable[[], Awaitable[None]]) -> bool:
+        """Run one refresh of ``key`` in the background, bounded per process; False if not."""
+        if key in self.refreshing or len(self.refreshing) >= self.settings.max_background_refreshes:
+            return False
+        self.refreshing.add(key)
+
+        async def run() -> None:
+            try:
+                await work()
+            except Exception as exc:  # a failed refresh leaves the stale entry in place
+                logger.warning("background refresh failed: %s", exc, extra={"event": "refresh"})
+            finally:
+                self.refreshing.discard(key)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return True
 
     # -- coherence --------------------------------------------------------------------
     def _sync_l1_bound(self) -> None:
@@ -291,11 +336,18 @@ class TieredCache:
             self._vary_names[memo] = names
         return names
 
-    def route_inputs(self, scope: Any) -> RouteInputs:
-        """What the route that will answer ``scope`` reads (learned once per app)."""
-        app = scope.get("app")
+    def route_inputs(self, scope: Any, fallback_app: Any = None) -> RouteInputs:
+        """What the route that will answer ``scope`` reads (learned once per app).
+
+        The app comes from ``scope["app"]`` (set by Starlette before its middleware), else
+        ``fallback_app`` (the app the middleware wraps, when it wraps from outside), else
+        the last app seen (for URLs purged or looked up from code).
+        """
+        routed = fallback_app is not None and hasattr(fallback_app, "routes")
+        app = scope.get("app") or (fallback_app if routed else None) or self._app
         if app is None:
             return UNKNOWN
+        self._app = app
         table = self._route_tables.get(id(app))
         if table is None:
             table = self._route_tables[id(app)] = RouteTable.of(app)
@@ -308,9 +360,11 @@ class TieredCache:
             return info
         return replace(info, query=filter_query(info.query, rule.query_allow, rule.query_deny))
 
-    def policy_for(self, info: RequestInfo) -> tuple[RouteRule | None, RouteInputs]:
+    def policy_for(
+        self, info: RequestInfo, app: Any = None
+    ) -> tuple[RouteRule | None, RouteInputs]:
         """The rule governing a request (environment rules win over ``@cache_policy``)."""
-        inputs = self.route_inputs(info.scope)
+        inputs = self.route_inputs(info.scope, app)
         rule = self.rules.match(info.path) if self.rules else None
         return (rule if rule is not None else inputs.policy), inputs
 
@@ -382,15 +436,24 @@ class TieredCache:
         """Purge one identity's scope in O(1), named by principal or by its credentials."""
         if principal is None:
             info = RequestInfo.from_url("GET", "/", headers)
-            found = credentials_of(
-                info, self.settings.identity_headers, self.settings.identity_cookies
-            )
-            scope = scope_for("\n".join(found), self.secret) if found else "pub"
+            identity = await self.identify(info, self._every_credential())
+            if isinstance(identity, Reason) or identity.is_anonymous:
+                raise ValueError("these headers carry no credentials the cache can scope")
+            scope = identity.scope
         else:
             scope = scope_for(principal, self.secret)
         self.record(Event.INVALIDATION, reason="identity")
         names = counter_names(self.settings.namespace, self.tenant_label(tenant), scope)
         await self._bump(names[2])
+
+    def _every_credential(self) -> RouteInputs:
+        """Inputs naming every credential any known route reads (only present ones count)."""
+        routes = [inputs for table in self._route_tables.values() for _, _, inputs in table.routes]
+        return RouteInputs(
+            template="",
+            credential_headers=tuple(sorted({h for r in routes for h in r.credential_headers})),
+            credential_cookies=tuple(sorted({c for r in routes for c in r.credential_cookies})),
+        )
 
     async def invalidate_all(self) -> None:
         """Purge everything in O(1): the global generation counter moves on."""
@@ -441,11 +504,11 @@ class TieredCache:
         if tenant is not None and self.settings.tenant_header:
             merged[self.settings.tenant_header] = tenant
         info = RequestInfo.from_url(method, url, merged)
-        identity = await self.identify(info, self.route_inputs(info.scope))
+        rule, inputs = self.policy_for(info)
+        identity = await self.identify(info, inputs)
         if isinstance(identity, Reason):
             return []
         generation = await self.generation(identity)
-        rule, inputs = self.policy_for(info)
         info = self.keyed_request(info, rule)
         names = self.vary_names(rule, inputs)
         primary = self.key_for(info, identity, vary_values(info, names), generation)

@@ -378,8 +378,10 @@ class FleetLease:
                     if message is not None:
                         self._dispatch(message)
             except (StoreUnavailable, RedisError, OSError, asyncio.TimeoutError):
+                _raise_if_cancelling()
                 self.errors += 1
             except Exception:  # e.g. a client without pub/sub: never let the listener die
+                _raise_if_cancelling()
                 self.errors += 1
                 logger.warning("lease wake-up subscription failed", exc_info=True)
             finally:
@@ -400,6 +402,13 @@ class FleetLease:
             for woken in self._waiters.pop(key, ()):
                 if not woken.done():
                     woken.set_result(None)
+
+
+def _raise_if_cancelling() -> None:
+    """Some clients turn our cancellation into their own error: honour the cancel anyway."""
+    task = asyncio.current_task()
+    if task is not None and getattr(task, "cancelling", lambda: 0)():
+        raise asyncio.CancelledError
 
 
 class HitForMiss:

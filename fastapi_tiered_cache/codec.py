@@ -127,9 +127,10 @@ def decode(key: str, data: bytes) -> Record:
         raise DecodeError(f"not a msgpack value: {type(exc).__name__}") from None
     _check(isinstance(value, list) and len(value) >= 3, "envelope")
     version, kind, stored_key = value[0], value[1], value[2]
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:
         raise DecodeError(f"format version {version!r}, expected {FORMAT_VERSION}")
     _check(stored_key == key, "key mismatch")
+    _check(type(kind) is int, "kind")
     if kind == _POINTER:
         _check(len(value) == 4 and isinstance(value[3], list), "pointer")
         _check(all(isinstance(name, str) for name in value[3]), "pointer names")

@@ -60,7 +60,7 @@ def is_not_modified(headers: Mapping[str, str], entry: CachedResponse) -> bool:
     return False
 
 
-_BYTES_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+_BYTES_RANGE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*\Z", re.IGNORECASE)
 
 
 def select_range(

@@ -43,7 +43,7 @@ class Bypass(Enum):
 
 BYPASS: Final = Bypass.BYPASS
 DEFAULT_TENANT: Final = "_"
-_CLEAR_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_CLEAR_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 
 Resolved = str | None | Bypass
 

@@ -46,4 +46,4 @@ def get_cache(connection: HTTPConnection) -> TieredCache:
 
 
 # It reads only app state, so it does not make a route's responses depend on the request.
-setattr(get_cache, "__tiered_cache_policy__safe", True)  # noqa: B010
+setattr(get_cache, "__tiered_cache_policy__safe", True)

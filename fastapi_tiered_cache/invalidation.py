@@ -193,9 +193,12 @@ class Invalidator:
         error: Exception | None = None
         if self.client is not None:
             try:
-                keys |= await self._purge_remote(names, soft)
+                found = await self._purge_remote(names, soft)
             except (RedisError, OSError, asyncio.TimeoutError) as exc:
                 error = exc
+            else:
+                self.evict_local((), found)  # copies promoted from L2 were not indexed here
+                keys |= found
         if self.publish is not None:
             with contextlib.suppress(Exception):
                 await self.publish("purge", [names, sorted(keys)])

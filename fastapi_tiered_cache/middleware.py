@@ -19,6 +19,7 @@ does for every ordinary ``Response``) the ETag can still be added to the headers
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from email.utils import formatdate
 from urllib.parse import unquote, urlsplit
@@ -27,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .cache import TieredCache
 from .cache_control import EMPTY, CacheControl, parse_cache_control, parse_http_date, parse_vary
+from .coalesce import LeaderFailed, should_refresh_early
 from .conditional import NOT_MODIFIED_HEADERS, is_not_modified, make_etag, select_range
 from .entry import CachedResponse, VaryPointer
 from .exceptions import StoreUnavailable
@@ -35,6 +37,7 @@ from .invalidation import index_names, normalize_path, parent_path
 from .keys import vary_values
 from .metrics import Event
 from .policy import (
+    Freshness,
     Reason,
     check_request,
     check_response,
@@ -151,7 +154,7 @@ class _Responder:
         if not decision.cacheable:
             await self.bypass(decision.reason, scope, receive, send)
             return
-        rule, inputs = cache.policy_for(info)
+        rule, inputs = cache.policy_for(info, self.app)
         if rule is not None and not rule.cache:
             await self.bypass(Reason.RULE, scope, receive, send)
             return
@@ -179,14 +182,104 @@ class _Responder:
                 not honour or request_allows(fetch.request_cc, record, now)
             ):
                 await self.replay(info, record, tier, send, rule=rule)
-                return
-            elif record.can_revalidate:
-                await fetch.revalidate(record, scope, receive, send)
+                if cache.settings.early_refresh and self.refresh_due(record, now):
+                    self.refresh(fetch, scope)
                 return
             else:
+                staleness = -record.ttl(now)
+                if not record.revalidate and 0 < staleness <= record.stale_while_revalidate:
+                    params = ("hit", "fwd=stale", f"ttl={-int(staleness)}")
+                    await self.replay(
+                        info, record, tier, send, rule=rule, x_cache="STALE", params=params
+                    )
+                    cache.record(Event.STALE, reason="while-revalidate", route=record.route)
+                    self.refresh(fetch, scope)
+                    return
+                if staleness <= record.stale_if_error:
+                    fetch.fallback = record
+                if honour and fetch.request_cc.only_if_cached:
+                    await self.gateway_timeout(send)
+                    return
+                if record.can_revalidate:
+                    await fetch.revalidate(record, scope, receive, send)
+                    return
                 fetch.forward = "stale"
         if honour and fetch.request_cc.only_if_cached:
             await self.gateway_timeout(send)  # RFC 9111 §5.2.1.7
+            return
+        await self.miss(fetch, scope, receive, send)
+
+    def refresh_due(self, record: CachedResponse, now: float) -> bool:
+        """XFetch: refresh a hot entry early, more likely the closer it is to expiry."""
+        delta = self.cache.compute_seconds.get(record.route, 0.05)
+        beta = self.cache.settings.early_refresh
+        return should_refresh_early(record.age(now), record.fresh_for, delta, beta)
+
+    def refresh(self, fetch: _Fetch, scope: Scope) -> None:
+        """Refresh an entry in the background, once per key in this process (and, with a
+        lease, once across the fleet), with the original request's scope."""
+        cache = self.cache
+        background = {**scope, "headers": list(scope["headers"])}
+
+        async def work() -> None:
+            lease = await cache.fleet.acquire(fetch.key) if cache.fleet is not None else None
+            if cache.fleet is not None and lease is None:
+                return  # another process is refreshing it
+            try:
+                await fetch.app_through(background, _NoBody(), _discard, None)
+            finally:
+                if lease is not None and cache.fleet is not None:
+                    await cache.fleet.release(lease)
+
+        cache.run_in_background(fetch.key, work)
+
+    async def miss(self, fetch: _Fetch, scope: Scope, receive: Receive, send: Send) -> None:
+        """Go to the origin once per key for concurrent misses, in-process and fleet-wide.
+
+        Requests waiting on another's origin call are answered from its stored result
+        (same key, so same tenant, identity and variant); when that result is not storable,
+        or the other call failed, each goes to the origin itself.
+        """
+        cache = self.cache
+        key = fetch.key
+        if not cache.settings.coalesce or key in cache.hit_for_miss:
+            await fetch(scope, receive, send)
+            return
+        responded = False
+
+        async def compute() -> CachedResponse | None:
+            nonlocal responded
+            lease = await cache.fleet.acquire(key) if cache.fleet is not None else None
+            if cache.fleet is not None and lease is None and await cache.fleet.wait_for(key):
+                found = await cache.store.get(key)
+                if (
+                    found is not None
+                    and isinstance(found[0], CachedResponse)
+                    and found[0].is_fresh(cache.clock())
+                ):
+                    return found[0]
+            try:
+                responded = True
+                stored = await fetch(scope, receive, send)
+            finally:
+                if lease is not None and cache.fleet is not None:
+                    await cache.fleet.release(lease)
+            if stored is None:
+                cache.hit_for_miss.remember(key)
+            return stored
+
+        try:
+            entry, _leader = await cache.flight.run(key, compute)
+        except LeaderFailed:
+            entry = None
+        if responded:
+            return
+        if entry is not None and entry.matches(
+            vary_values(fetch.info, [name for name, _ in entry.vary])
+        ):
+            cache.record(Event.COALESCED, route=entry.route, tenant=fetch.tenant)
+            params = ("fwd=miss", "collapsed", f"ttl={max(0, int(entry.ttl(cache.clock())))}")
+            await self.replay(fetch.info, entry, None, send, rule=fetch.rule, params=params)
             return
         await fetch(scope, receive, send)
 
@@ -235,7 +328,7 @@ class _Responder:
         tenant = await cache.tenant_of(info)
         if tenant is None:
             return
-        rule, _ = cache.policy_for(info)
+        rule, _ = cache.policy_for(info, self.app)
         names = [f"x:{tenant}:{normalize_path(info.path)}"]
         parents = cache.settings.invalidate_parents
         if rule is not None and rule.invalidate_parents is not None:
@@ -331,6 +424,7 @@ class _Fetch:
         names: tuple[str, ...],
     ) -> None:
         self.responder = responder
+        self.fallback: CachedResponse | None = None
         self.keyed = info
         self.config_names = names
         self.tenant = identity.tenant
@@ -347,9 +441,9 @@ class _Fetch:
         cc = info.headers.get("cache-control")
         self.request_cc: CacheControl = parse_cache_control(cc) if cc else EMPTY
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> CachedResponse | None:
         try:
-            await self.app_through(scope, receive, send, None)
+            return await self.app_through(scope, receive, send, None)
         finally:
             route = _route_template(scope)
             self.cache.record(Event.MISS, reason=self.forward, route=route, tenant=self.tenant)
@@ -369,10 +463,43 @@ class _Fetch:
 
     async def app_through(
         self, scope: Scope, receive: Receive, send: Send, stale: CachedResponse | None
-    ) -> None:
+    ) -> CachedResponse | None:
+        """Call the app, forwarding its response; returns what was stored, if anything.
+
+        With a stale ``fallback`` (stale-if-error), an exception, a 5xx or (when configured)
+        a slow origin is answered with the stale entry instead (RFC 5861 §4).
+        """
         capture = _Capture(self, send, stale)
-        await self.responder.app(scope, receive, capture.send)
+        fallback = self.fallback
+        timeout = self.cache.settings.origin_timeout if fallback is not None else None
+        started = self.cache.invalidator.timer()
+        try:
+            call = self.responder.app(scope, receive, capture.send)
+            await (asyncio.wait_for(call, timeout) if timeout else call)
+        except Exception as exc:
+            if fallback is None or capture.started:
+                raise
+            logger.warning(
+                "origin failed (%s); serving stale", type(exc).__name__, extra={"event": "sie"}
+            )
+            await self.serve_stale(fallback, send)
+            return None
+        route = _route_template(scope)
+        if route:
+            self.cache.compute_seconds[route] = self.cache.invalidator.timer() - started
+        if capture.suppressed and fallback is not None:
+            await self.serve_stale(fallback, send)
+            return None
         await capture.finish()
+        return capture.stored
+
+    async def serve_stale(self, record: CachedResponse, send: Send) -> None:
+        self.cache.record(Event.STALE, reason="if-error", route=record.route)
+        staleness = int(-record.ttl(self.cache.clock()))
+        params = ("hit", "fwd=stale", f"ttl={-staleness}", "detail=stale-if-error")
+        await self.responder.replay(
+            self.info, record, None, send, rule=self.rule, x_cache="STALE", params=params
+        )
 
 
 class _Capture:
@@ -395,11 +522,18 @@ class _Capture:
         self.record: CachedResponse | None = None
         self.not_modified = False
         self.cc = EMPTY
+        self.suppressed = False  # a 5xx held back: the stale fallback answers instead
+        self.stored: CachedResponse | None = None
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
+        if self.suppressed:
+            return
         if kind == "http.response.start":
             self.on_start(message)
+            if self.fetch.fallback is not None and self.status >= 500:
+                self.suppressed = True
+                return
             if self.not_modified:
                 return
             if message.get("trailers"):
@@ -529,9 +663,7 @@ class _Capture:
         headers.append((b"content-length", str(len(body)).encode()))
         if not etag:
             headers.append((b"etag", make_etag(body)))
-        windows_allowed = not freshness.must_revalidate
-        swr = freshness.stale_while_revalidate if windows_allowed else 0.0
-        sie = freshness.stale_if_error if windows_allowed else 0.0
+        swr, sie = self.stale_windows(freshness)
         keep = self.cache.settings.keep_stale if (etag or last_modified is not None) else 0.0
         all_names = self.names_with(parse_vary(self.headers.get("vary")) or ())
         hidden = self.cache.hidden_headers
@@ -553,6 +685,25 @@ class _Capture:
             tags=self.tags(),
             route=_route_template(fetch.info.scope),
         )
+
+    def stale_windows(self, freshness: Freshness) -> tuple[float, float]:
+        """Seconds the entry may be served stale while refreshing / when the origin fails:
+        the origin's RFC 5861 directives, else the rule's, else the settings'. Never for a
+        response that must be revalidated."""
+        if freshness.must_revalidate or freshness.revalidate:
+            return 0.0, 0.0
+        settings, rule = self.cache.settings, self.fetch.rule
+        swr = freshness.stale_while_revalidate or (
+            rule.stale_while_revalidate
+            if rule and rule.stale_while_revalidate is not None
+            else settings.stale_while_revalidate
+        )
+        sie = freshness.stale_if_error or (
+            rule.stale_if_error
+            if rule and rule.stale_if_error is not None
+            else settings.stale_if_error
+        )
+        return float(swr), float(sie)
 
     def default_ttl(self, now: float) -> float:
         """Lifetime when the origin gives none: the rule's, negative caching, the heuristic
@@ -604,6 +755,7 @@ class _Capture:
         if invalidator.seen_since(index, fetch.started):
             return  # purged while we fetched: what we hold may be the old version
         self.cache.record(Event.STORE, route=record.route, tenant=fetch.identity.tenant)
+        self.stored = record
         store.set_local(key, record, ttl)
         if pointer is not None:
             store.set_local(fetch.primary, pointer, ttl)
@@ -654,10 +806,30 @@ class _Capture:
             stale_if_error=stale.stale_if_error,
         )
         params = ("fwd=stale", "fwd-status=304", "stored")
+        self.stored = record
         await fetch.responder.replay(
             fetch.info, record, None, self.client_send, x_cache="REVALIDATED", params=params
         )
         await self.store(record)
+
+
+class _NoBody:
+    """``receive`` for a background refresh: an empty body, then nothing (no disconnect,
+    which would make streaming responses stop early)."""
+
+    def __init__(self) -> None:
+        self.sent = False
+
+    async def __call__(self) -> Message:
+        if not self.sent:
+            self.sent = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()  # until the refresh finishes and this task is cancelled
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _discard(message: Message) -> None:
+    """Where a background refresh's response goes: only the cache wants it."""
 
 
 def _ranged(

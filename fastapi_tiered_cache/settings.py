@@ -32,8 +32,8 @@ from .exceptions import ConfigurationError
 __all__ = ["CacheSettings", "RouteRule", "load_settings"]
 
 ENV_PREFIX = "TIERED_CACHE_"
-_NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-z]+$")
+_NAMESPACE = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+\Z")
 
 
 def split_csv(value: Any) -> Any:

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from fastapi_tiered_cache import CacheSettings, RouteRule
 from fastapi_tiered_cache.policy import Reason
+from fastapi_tiered_cache.stores import Tier
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -101,8 +102,12 @@ def test_http_page_lists_exactly_the_cache_status_details() -> None:
     page = (DOCS / "http.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"`detail=([a-z0-9-]+)`", page))
     # "cacheable" is never shown (a stored response says "stored"), nor "disabled" (a
-    # disabled cache adds no header); l1 and l2 name the tier of a hit.
-    emitted = {str(reason) for reason in Reason} - {"cacheable", "disabled"} | {"l1", "l2"}
+    # disabled cache adds no header); a hit names its tier; and the middleware writes a
+    # few details of its own as literals (such as "only-if-cached").
+    middleware = (ROOT / "fastapi_tiered_cache" / "middleware.py").read_text(encoding="utf-8")
+    literals = set(re.findall(r'"detail=([a-z0-9-]+)"', middleware))
+    tiers = {str(tier) for tier in Tier}
+    emitted = {str(reason) for reason in Reason} - {"cacheable", "disabled"} | tiers | literals
 
     assert documented == emitted
 
@@ -217,3 +222,91 @@ async def test_settings_in_code_example_applies_its_rules() -> None:
         assert response.headers["cache-status"].endswith("fwd=bypass; detail=rule")
     assert module.cache is module.app.state.tiered_cache
     assert module.cache.settings.default_ttl == 30
+
+
+async def test_invalidate_on_update_example_purges_what_changed() -> None:
+    module = load(EXAMPLES / "invalidate_on_update.py")
+
+    async with client_for(module.app) as client:
+        for url in ("/products", "/products/1", "/products/2"):
+            await client.get(url)
+        listing = await client.get("/products")
+        delivered = await client.post("/deliveries", json={"product_id": 1, "quantity": 5})
+        restocked = await client.get("/products/1")
+        relisted = await client.get("/products")
+        untouched = await client.get("/products/2")
+        changed = await client.put("/products/2", json={"price": 19.5})
+        repriced = await client.get("/products/2")
+        listed_after_put = await client.get("/products")
+        await module.apply_price_feed({1: 899.0})
+        fed = await client.get("/products/1")
+
+    assert listing.headers["x-cache"] == "HIT"
+    assert "surrogate-key" not in listing.headers
+    assert delivered.status_code == 201
+    assert delivered.json() == {"purged": 2}  # /products/1 and the list
+    assert delivered.headers["cache-status"].endswith("fwd=bypass; detail=method")
+    assert (restocked.headers["x-cache"], restocked.json()["stock"]) == ("MISS", 8)
+    assert relisted.headers["x-cache"] == "MISS"
+    assert untouched.headers["x-cache"] == "HIT"
+    assert changed.status_code == 200
+    assert (repriced.headers["x-cache"], repriced.json()["price"]) == ("MISS", 19.5)
+    assert listed_after_put.headers["x-cache"] == "MISS"  # the parent collection
+    assert (fed.headers["x-cache"], fed.json()["price"]) == ("MISS", 899.0)
+    assert module.app.state.tiered_cache.bus is None  # L1 only: no bus without Redis
+
+
+async def test_route_policies_example_keys_on_what_routes_declare(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TIERED_CACHE_SECRET_KEY", SECRET)
+    module = load(EXAMPLES / "route_policies.py")
+
+    async def twice(
+        client: httpx.AsyncClient, url: str, headers: dict[str, str] | None = None
+    ) -> list[httpx.Response]:
+        return [await client.get(url, headers=headers) for _ in range(2)]
+
+    async with client_for(module.app) as client:
+        french = await twice(client, "/greeting", headers={"accept-language": "fr-FR"})
+        english = await twice(client, "/greeting", headers={"accept-language": "en"})
+        dark = await twice(client, "/home", headers={"cookie": "theme=dark"})
+        dark_other_cookie = await client.get("/home", headers={"cookie": "_ga=1; theme=dark"})
+        light = await client.get("/home")
+        acme = await twice(client, "/partner/prices", headers={"x-partner-key": "acme-key"})
+        globex = await twice(client, "/partner/prices", headers={"x-partner-key": "globex-key"})
+        agent_a = await twice(client, "/client-info", headers={"user-agent": "a"})
+        agent_b = await client.get("/client-info", headers={"user-agent": "b"})
+        debug = await twice(client, "/debug/headers")
+        product = await twice(client, "/products/7")
+        await module.app.state.tiered_cache.invalidate_tags("product:7")
+        purged = await client.get("/products/7")
+        clock = await twice(client, "/clock")
+
+    def outcomes(responses: list[httpx.Response]) -> list[str]:
+        return [response.headers["x-cache"] for response in responses]
+
+    for pair in (french, english, dark, acme, globex, agent_a, product):
+        assert outcomes(pair) == ["MISS", "HIT"]
+    assert [r.json()["text"] for r in (*french, *english)] == ["Bonjour"] * 2 + ["Hello"] * 2
+    assert dark_other_cookie.headers["x-cache"] == "HIT"
+    assert (light.headers["x-cache"], light.json()) == ("MISS", {"theme": "light"})
+    assert [r.json()["partner"] for r in (*acme, *globex)] == ["acme"] * 2 + ["globex"] * 2
+    assert re.search(r"; ttl=(299|300); detail=l1$", agent_a[1].headers["cache-status"])
+    assert (agent_b.headers["x-cache"], agent_b.json()) == ("MISS", {"agent": "b"})
+    for response in debug:
+        assert response.headers["cache-status"].endswith("fwd=bypass; detail=request-object")
+    assert product[1].headers["cache-control"] == "public, max-age=60"
+    assert "expires" in product[1].headers
+    assert purged.headers["x-cache"] == "MISS"
+    for response in clock:
+        assert response.headers["cache-status"].endswith("fwd=bypass; detail=rule")
+
+
+async def test_route_policies_example_bypasses_credentials_without_a_secret_key() -> None:
+    module = load(EXAMPLES / "route_policies.py")
+
+    async with client_for(module.app) as client:
+        response = await client.get("/partner/prices", headers={"x-partner-key": "acme-key"})
+
+    assert response.headers["cache-status"].endswith("fwd=bypass; detail=authenticated")
