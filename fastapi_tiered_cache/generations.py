@@ -58,7 +58,9 @@ class Generations:
         self.degraded_ttl = degraded_ttl
         self.timer = timer
         self.trusted = client is None  # set by the bus while it is connected
+        self.version = 0  # moves whenever any known counter may have changed
         self._values: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._names: dict[tuple[str, str], tuple[str, str, str]] = {}
 
     def _cached(self, name: str) -> int | None:
         found = self._values.get(name)
@@ -70,6 +72,9 @@ class Generations:
         return value
 
     def _remember(self, name: str, value: int) -> None:
+        old = self._values.get(name)
+        if old is not None and old[0] != value:
+            self.version += 1
         self._values[name] = (value, self.timer())
         self._values.move_to_end(name)
         while len(self._values) > _MAX_CACHED:
@@ -77,8 +82,13 @@ class Generations:
 
     def peek(self, tenant: str, scope: str) -> str | None:
         """The ``g..`` key part when every counter is known locally (the fast path)."""
+        names = self._names.get((tenant, scope))
+        if names is None:
+            if len(self._names) > _MAX_CACHED:
+                self._names.clear()
+            names = self._names[tenant, scope] = counter_names(self.namespace, tenant, scope)
         parts = []
-        for name in counter_names(self.namespace, tenant, scope):
+        for name in names:
             value = self._cached(name)
             if value is None:
                 if self.client is None:
@@ -132,3 +142,4 @@ class Generations:
     def forget(self) -> None:
         """Drop every cached value (the bus lost messages, so they may be out of date)."""
         self._values.clear()
+        self.version += 1

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from email.utils import formatdate
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -105,10 +106,14 @@ class TieredCacheMiddleware:
         self.app = app
         self.cache = cache if cache is not None else TieredCache(settings)
         self.cache.startup()
+        self.memo: _Memo | None = _Memo(self.cache) if _Memo.applies(self.cache) else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.cache.settings.enabled:
-            await _Responder(self.app, self.cache)(scope, receive, send)
+            memo = self.memo
+            if memo is not None and await memo.serve(scope, send):
+                return
+            await _Responder(self.app, self.cache, memo)(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(scope, receive, send)
         else:
@@ -133,6 +138,105 @@ class TieredCacheMiddleware:
         await self.app(scope, receive_starting, send_closing)
 
 
+_MemoKey = tuple[Any, ...]
+
+
+class _Memo:
+    """The hit path for a request seen before: byte-identical method, URL and headers.
+
+    The first hit of such a request records which key it was served from; the next ones
+    skip parsing, identity and hashing and go straight to L1 (a dictionary lookup), as long
+    as no generation counter moved since and the invalidation bus is trusted. Purges drop
+    the L1 entry itself, so a memo can point at nothing but never at a purged response.
+    Only used when every input of the key is in the request line and headers (no custom
+    resolver or key builder) and for requests with no conditional, range or honoured
+    client cache directives, which take the full path.
+    """
+
+    MAX = 10_000
+
+    def __init__(self, cache: TieredCache) -> None:
+        self.cache = cache
+        self.keys: dict[_MemoKey, tuple[str, int]] = {}
+        name = cache.settings.cache_status_name.encode("latin-1")
+        self.status_prefix = name + b"; hit; ttl="
+        self.x_cache = [(b"x-cache", b"HIT")] if cache.settings.x_cache_header else []
+
+    @staticmethod
+    def applies(cache: TieredCache) -> bool:
+        s = cache.settings
+        plugins = cache.identity_resolver or cache.tenant_resolver or s.key_builder
+        return cache.store.l1 is not None and not plugins and not s.early_refresh
+
+    @staticmethod
+    def key_of(scope: Scope) -> _MemoKey | None:
+        key = (
+            scope["method"],
+            scope.get("raw_path"),
+            scope.get("path"),
+            scope.get("query_string"),
+            scope.get("scheme"),
+            scope.get("root_path"),
+            scope.get("server"),
+            tuple(scope["headers"]),
+        )
+        try:
+            hash(key)
+        except TypeError:  # lists where tuples are usual: no memo, the full path still works
+            return None
+        return key
+
+    def remember(self, scope: Scope, key: str, version: int) -> None:
+        memo_key = self.key_of(scope)
+        if memo_key is None:
+            return
+        if len(self.keys) >= self.MAX:
+            self.keys.clear()
+        self.keys[memo_key] = (key, version)
+
+    async def serve(self, scope: Scope, send: Send) -> bool:
+        memo_key = self.key_of(scope)
+        found = self.keys.get(memo_key) if memo_key is not None else None
+        if found is None:
+            return False
+        cache = self.cache
+        generations = cache.generations
+        if not generations.trusted or generations.version != found[1]:
+            return False
+        record = cache.store.l1.lookup(found[0]) if cache.store.l1 is not None else None
+        if not isinstance(record, CachedResponse) or record.revalidate:
+            return False
+        now = cache.clock()
+        ttl = record.ttl(now)
+        if ttl <= 0:
+            return False
+        status = self.status_prefix + b"%d; detail=l1" % int(ttl)
+        headers = [
+            *record.headers,
+            (b"age", b"%d" % int(record.age(now))),
+            (b"cache-status", status),
+            *self.x_cache,
+        ]
+        cache.record(Event.HIT, tier="l1", route=record.route)
+        await send({"type": "http.response.start", "status": record.status, "headers": headers})
+        body = b"" if scope["method"] == "HEAD" else record.body
+        await send({"type": "http.response.body", "body": body})
+        return True
+
+
+_NOT_PLAIN = ("if-none-match", "if-modified-since", "range", "if-range")
+
+
+def _plain(info: RequestInfo, rule: RouteRule | None, cache: TieredCache) -> bool:
+    """Whether a request's hit can be replayed by the memo (see ``_Memo``)."""
+    headers = info.headers
+    if any(name in headers for name in _NOT_PLAIN):
+        return False
+    if cache.settings.honour_request_cache_control and "cache-control" in headers:
+        return False
+    return rule is None or not rule.cache_control
+
+
 def _status_value(cache: TieredCache, *params: str) -> bytes:
     return "; ".join((cache.settings.cache_status_name, *params)).encode("latin-1")
 
@@ -140,9 +244,10 @@ def _status_value(cache: TieredCache, *params: str) -> bytes:
 class _Responder:
     """Per-request state: built for one request and dropped after it."""
 
-    def __init__(self, app: ASGIApp, cache: TieredCache) -> None:
+    def __init__(self, app: ASGIApp, cache: TieredCache, memo: _Memo | None = None) -> None:
         self.app = app
         self.cache = cache
+        self.memo = memo
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         cache = self.cache
@@ -166,6 +271,7 @@ class _Responder:
             await self.bypass(identity, scope, receive, send)
             return
         generation = await cache.generation(identity)
+        version = cache.generations.version
         names = cache.vary_names(rule, inputs)
         keyed = cache.keyed_request(info, rule)
         primary = cache.key_for(keyed, identity, vary_values(info, names), generation)
@@ -181,6 +287,8 @@ class _Responder:
             elif record.is_fresh(now) and (
                 not honour or request_allows(fetch.request_cc, record, now)
             ):
+                if self.memo is not None and generation is not None and _plain(info, rule, cache):
+                    self.memo.remember(scope, key, version)
                 await self.replay(info, record, tier, send, rule=rule)
                 if cache.settings.early_refresh and self.refresh_due(record, now):
                     self.refresh(fetch, scope)
@@ -250,14 +358,17 @@ class _Responder:
         async def compute() -> CachedResponse | None:
             nonlocal responded
             lease = await cache.fleet.acquire(key) if cache.fleet is not None else None
-            if cache.fleet is not None and lease is None and await cache.fleet.wait_for(key):
-                found = await cache.store.get(key)
-                if (
-                    found is not None
-                    and isinstance(found[0], CachedResponse)
-                    and found[0].is_fresh(cache.clock())
-                ):
-                    return found[0]
+            if cache.fleet is not None:
+                if lease is None and not await cache.fleet.wait_for(key):
+                    pass  # the holder took too long: compute it ourselves
+                else:
+                    # Woken by the holder, or we hold the lease but the previous holder may
+                    # have stored it since our lookup: look again before computing.
+                    found = await cache.store.lookup_remote(key)
+                    if isinstance(found, CachedResponse) and found.is_fresh(cache.clock()):
+                        if lease is not None:
+                            await cache.fleet.release(lease)
+                        return found
             try:
                 responded = True
                 stored = await fetch(scope, receive, send)

@@ -366,3 +366,28 @@ async def test_tag_index_stays_bounded_under_churn(redis_url: str) -> None:
     index = cache.invalidator.redis_key(f"t:{cache.tenant_label(None)}:hot")
     assert 0 < await client.zcard(index) <= 3  # only the entries still alive
     await client.aclose()
+
+
+async def test_repeated_identical_requests_use_the_memo_and_still_see_every_purge() -> None:
+    import httpx
+
+    from fastapi_tiered_cache import TieredCacheMiddleware
+
+    state = {"v": 1}
+    cache = make_cache()
+    middleware = TieredCacheMiddleware(Origin(body=versioned(state)), cache=cache)
+    transport = httpx.ASGITransport(app=middleware)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        await c.get("/m")
+        await c.get("/m")  # a full-path hit records the memo
+        assert middleware.memo is not None and len(middleware.memo.keys) == 1
+        assert await fetch(c, "/m") == (b"/m? v1", "HIT")
+        state["v"] = 2
+        await cache.invalidate_path("/m")
+        assert await fetch(c, "/m") == (b"/m? v2", "MISS")
+        await c.get("/m")
+        state["v"] = 3
+        await cache.invalidate_all()
+        assert await fetch(c, "/m") == (b"/m? v3", "MISS")
+        other = await c.get("/m", headers={"authorization": "Bearer x"})
+        assert other.headers["x-cache"] == "MISS"
