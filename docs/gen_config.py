@@ -25,15 +25,9 @@ PAGE = Path(__file__).with_name("configuration.md")
 # each leaves this list (and appears in the reference) when its feature lands.
 INACTIVE_SETTINGS = frozenset(
     {
-        "admin_enabled",
-        "admin_path",
-        "admin_token",
         "breaker_cooldown",
         "breaker_threshold",
         "l1_tenant_share",
-        "metrics_path",
-        "metrics_tenants",
-        "prometheus_enabled",
     }
 )
 INACTIVE_RULE_FIELDS = frozenset(

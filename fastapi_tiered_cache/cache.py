@@ -326,6 +326,11 @@ class TieredCache:
         for exporter in self.exporters:
             exporter.record(event, route=route, tenant=tenant, tier=tier, reason=reason)
 
+    def observe(self, seconds: float, *, route: str = "", outcome: str = "") -> None:
+        """Report seconds spent in the cache to every exporter (Stats keeps no timings)."""
+        for exporter in self.exporters:
+            exporter.observe(seconds, route=route, outcome=outcome)
+
     def vary_names(self, rule: RouteRule | None, inputs: RouteInputs = UNKNOWN) -> tuple[str, ...]:
         """Request parts always in the key: ``vary_on``, the rule's, and what the route reads."""
         memo = (id(rule), id(inputs))  # both live as long as the app

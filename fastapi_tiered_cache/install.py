@@ -1,8 +1,10 @@
 """``install(app)``: one call that wires everything the settings ask for.
 
-It builds the ``TieredCache``, adds the middleware, and makes the cache reachable from
-application code as ``app.state.tiered_cache`` or the ``get_cache`` dependency (for code
-that wants to invalidate). The middleware closes the Redis connections at shutdown.
+It builds the ``TieredCache``, adds the middleware, mounts the admin router and the
+Prometheus endpoint when enabled (and keeps them out of the cache), and makes the cache
+reachable from application code as ``app.state.tiered_cache`` or the ``get_cache``
+dependency (for code that wants to invalidate). The middleware closes the Redis
+connections at shutdown.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from starlette.requests import HTTPConnection
 
 from .cache import TieredCache
 from .middleware import TieredCacheMiddleware
-from .settings import CacheSettings
+from .settings import CacheSettings, RouteRule, load_settings
 
 __all__ = ["get_cache", "install"]
 
@@ -29,10 +31,51 @@ def install(
         app = FastAPI()
         cache = install(app)  # reads TIERED_CACHE_* variables
     """
+    settings = _exempt_operations(settings if settings is not None else load_settings())
     cache = TieredCache(settings, **cache_options)
+    _mount_operations(app, cache)
     app.add_middleware(TieredCacheMiddleware, cache=cache)
     app.state.tiered_cache = cache
     return cache
+
+
+def _exempt_operations(settings: CacheSettings) -> CacheSettings:
+    """Rules keeping the admin router and /metrics out of the cache (and its hit ratios)."""
+    paths: list[str] = []
+    if settings.admin_enabled:
+        base = settings.admin_path.rstrip("/") or "/"
+        paths += [base, f"{base.rstrip('/')}/**"]
+    if settings.prometheus_enabled and settings.metrics_path:
+        paths.append(settings.metrics_path)
+    if not paths:
+        return settings
+    exempt = [RouteRule(path=path, cache=False) for path in paths]
+    return settings.model_copy(update={"rules": [*exempt, *settings.rules]})
+
+
+def _mount_operations(app: Starlette, cache: TieredCache) -> None:
+    s = cache.settings
+    if s.prometheus_enabled:
+        from .exporters import PrometheusMetrics, metrics_endpoint
+
+        prometheus = PrometheusMetrics(cache=cache, tenants_allow=s.metrics_tenants)
+        cache.exporters.append(prometheus)
+        if s.metrics_path:
+            endpoint = metrics_endpoint(prometheus.registry)
+            # An ASGI app is a valid endpoint; the stubs only describe request functions.
+            app.add_route(s.metrics_path, endpoint, include_in_schema=False)  # type: ignore[arg-type]
+    if s.admin_enabled:
+        from fastapi import FastAPI
+
+        from .admin import build_admin_router
+
+        router = build_admin_router(cache, token=s.admin_token)
+        if isinstance(app, FastAPI):
+            app.include_router(router, prefix=s.admin_path)
+        else:  # a bare APIRouter cannot be mounted under Starlette: wrap it in a FastAPI app
+            admin = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+            admin.include_router(router)
+            app.mount(s.admin_path, admin)
 
 
 def get_cache(connection: HTTPConnection) -> TieredCache:

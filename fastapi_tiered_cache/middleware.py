@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from email.utils import formatdate
+from time import perf_counter
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -157,7 +158,7 @@ class _Memo:
 
     def __init__(self, cache: TieredCache) -> None:
         self.cache = cache
-        self.keys: dict[_MemoKey, tuple[str, int]] = {}
+        self.keys: dict[_MemoKey, tuple[str, int, str]] = {}  # -> key, generations, tenant
         name = cache.settings.cache_status_name.encode("latin-1")
         self.status_prefix = name + b"; hit; ttl="
         self.x_cache = [(b"x-cache", b"HIT")] if cache.settings.x_cache_header else []
@@ -186,13 +187,13 @@ class _Memo:
             return None
         return key
 
-    def remember(self, scope: Scope, key: str, version: int) -> None:
+    def remember(self, scope: Scope, key: str, version: int, tenant: str) -> None:
         memo_key = self.key_of(scope)
         if memo_key is None:
             return
         if len(self.keys) >= self.MAX:
             self.keys.clear()
-        self.keys[memo_key] = (key, version)
+        self.keys[memo_key] = (key, version, tenant)
 
     async def serve(self, scope: Scope, send: Send) -> bool:
         memo_key = self.key_of(scope)
@@ -217,7 +218,7 @@ class _Memo:
             (b"cache-status", status),
             *self.x_cache,
         ]
-        cache.record(Event.HIT, tier="l1", route=record.route)
+        cache.record(Event.HIT, tier="l1", route=record.route, tenant=found[2])
         await send({"type": "http.response.start", "status": record.status, "headers": headers})
         body = b"" if scope["method"] == "HEAD" else record.body
         await send({"type": "http.response.body", "body": body})
@@ -251,6 +252,7 @@ class _Responder:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         cache = self.cache
+        started = perf_counter() if cache.exporters else 0.0
         info = RequestInfo.from_scope(scope)
         if info.method not in _SAFE and cache.settings.invalidate_on_write:
             await self.write(info, scope, receive, send)
@@ -288,8 +290,10 @@ class _Responder:
                 not honour or request_allows(fetch.request_cc, record, now)
             ):
                 if self.memo is not None and generation is not None and _plain(info, rule, cache):
-                    self.memo.remember(scope, key, version)
-                await self.replay(info, record, tier, send, rule=rule)
+                    self.memo.remember(scope, key, version, identity.tenant)
+                await self.replay(info, record, tier, send, rule=rule, tenant=identity.tenant)
+                if started:
+                    cache.observe(perf_counter() - started, route=record.route, outcome="hit")
                 if cache.settings.early_refresh and self.refresh_due(record, now):
                     self.refresh(fetch, scope)
                 return
@@ -300,7 +304,14 @@ class _Responder:
                     await self.replay(
                         info, record, tier, send, rule=rule, x_cache="STALE", params=params
                     )
-                    cache.record(Event.STALE, reason="while-revalidate", route=record.route)
+                    cache.record(
+                        Event.STALE,
+                        reason="while-revalidate",
+                        route=record.route,
+                        tenant=identity.tenant,
+                    )
+                    if started:
+                        cache.observe(perf_counter() - started, route=record.route, outcome="stale")
                     self.refresh(fetch, scope)
                     return
                 if staleness <= record.stale_if_error:
@@ -316,6 +327,9 @@ class _Responder:
             await self.gateway_timeout(send)  # RFC 9111 §5.2.1.7
             return
         await self.miss(fetch, scope, receive, send)
+        if started:  # time in the cache on a miss: everything but the app itself
+            spent = perf_counter() - started - fetch.app_seconds
+            cache.observe(spent, route=_route_template(scope), outcome="miss")
 
     def refresh_due(self, record: CachedResponse, now: float) -> bool:
         """XFetch: refresh a hot entry early, more likely the closer it is to expiry."""
@@ -494,15 +508,16 @@ class _Responder:
         send: Send,
         *,
         rule: RouteRule | None = None,
+        tenant: str = "",
         x_cache: str = "HIT",
         params: tuple[str, ...] = (),
     ) -> None:
         """Answer from a stored entry: 200 (or its status), 304, 206, or headers for HEAD."""
         now = self.cache.clock()
-        if tier is None:
-            self.cache.record(Event.MISS, reason="revalidated", route=record.route)
-        else:
-            self.cache.record(Event.HIT, tier=str(tier), route=record.route)
+        if x_cache == "REVALIDATED":
+            self.cache.record(Event.MISS, reason="revalidated", route=record.route, tenant=tenant)
+        elif x_cache == "HIT" and tier is not None:
+            self.cache.record(Event.HIT, tier=str(tier), route=record.route, tenant=tenant)
         status_params = params or ("hit", f"ttl={max(0, int(record.ttl(now)))}", f"detail={tier}")
         extra = [(b"age", str(int(record.age(now))).encode()), *self.marks(x_cache, *status_params)]
         if record.status == 200 and is_not_modified(info.headers, record):
@@ -535,6 +550,7 @@ class _Fetch:
         names: tuple[str, ...],
     ) -> None:
         self.responder = responder
+        self.app_seconds = 0.0  # time spent in the app itself, not in the cache
         self.fallback: CachedResponse | None = None
         self.keyed = info
         self.config_names = names
@@ -584,9 +600,11 @@ class _Fetch:
         fallback = self.fallback
         timeout = self.cache.settings.origin_timeout if fallback is not None else None
         started = self.cache.invalidator.timer()
+        clock_started = perf_counter()
         try:
             call = self.responder.app(scope, receive, capture.send)
             await (asyncio.wait_for(call, timeout) if timeout else call)
+            self.app_seconds += perf_counter() - clock_started
         except Exception as exc:
             if fallback is None or capture.started:
                 raise
@@ -605,7 +623,7 @@ class _Fetch:
         return capture.stored
 
     async def serve_stale(self, record: CachedResponse, send: Send) -> None:
-        self.cache.record(Event.STALE, reason="if-error", route=record.route)
+        self.cache.record(Event.STALE, reason="if-error", route=record.route, tenant=self.tenant)
         staleness = int(-record.ttl(self.cache.clock()))
         params = ("hit", "fwd=stale", f"ttl={-staleness}", "detail=stale-if-error")
         await self.responder.replay(

@@ -417,6 +417,8 @@ class CacheSettings(BaseSettings):
             )
         if self.secret_key is not None and len(self.secret_key.get_secret_value()) < 16:
             raise ValueError("TIERED_CACHE_SECRET_KEY must be at least 16 characters")
+        if self.admin_token is not None and len(self.admin_token.get_secret_value()) < 16:
+            raise ValueError("TIERED_CACHE_ADMIN_TOKEN must be at least 16 characters")
         return self
 
     @property

@@ -33,9 +33,24 @@ def make_cache(clock: FakeClock | None = None, redis: Any = None, **options: Any
     return TieredCache(settings, redis=redis, clock=clock, l1_timer=clock)
 
 
-def client_for(app: ASGIApp, cache: TieredCache) -> httpx.AsyncClient:
-    wrapped = TieredCacheMiddleware(app, cache=cache)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=wrapped), base_url="http://test")
+class CacheClient(httpx.AsyncClient):
+    """An httpx client for an app behind the cache; closing it also closes the cache
+    (its background tasks and Redis connections), so no test leaks them."""
+
+    def __init__(self, app: ASGIApp, cache: TieredCache) -> None:
+        self.cache = cache
+        wrapped = TieredCacheMiddleware(app, cache=cache)
+        super().__init__(transport=httpx.ASGITransport(app=wrapped), base_url="http://test")
+
+    async def aclose(self) -> None:
+        try:
+            await super().aclose()
+        finally:
+            await self.cache.close()
+
+
+def client_for(app: ASGIApp, cache: TieredCache) -> CacheClient:
+    return CacheClient(app, cache)
 
 
 class Origin:
