@@ -370,7 +370,7 @@ class TieredCache:
     ) -> tuple[RouteRule | None, RouteInputs]:
         """The rule governing a request (environment rules win over ``@cache_policy``)."""
         inputs = self.route_inputs(info.scope, app)
-        rule = self.rules.match(info.path) if self.rules else None
+        rule = self.rules.match(info.path, inputs.name) if self.rules else None
         return (rule if rule is not None else inputs.policy), inputs
 
     async def generation(self, identity: Identity) -> str | None:

@@ -217,8 +217,8 @@ def describe_route(cache: TieredCache, methods: str, path: str, owner: Any) -> t
     """``(cached, ttl, rule, key inputs)`` of a route, decided as the middleware decides."""
     settings = cache.settings
     inputs = inputs_of(owner)
-    rule: RouteRule | None = cache.rules.match(path) if cache.rules else None
-    origin = "-" if rule is None else rule.path
+    rule: RouteRule | None = cache.rules.match(path, inputs.name) if cache.rules else None
+    origin = "-" if rule is None else (rule.path or f"route:{rule.route}")
     if rule is None and inputs.policy is not None:
         rule, origin = inputs.policy, "@cache_policy"
     if not settings.enabled:

@@ -44,13 +44,20 @@ class RuleSet:
 
     def __init__(self, rules: Sequence[RouteRule]) -> None:
         self.rules = tuple(rules)
-        self._compiled = tuple((compile_pattern(rule.path), rule) for rule in self.rules)
+        self._compiled = tuple(
+            (compile_pattern(rule.path) if rule.path is not None else None, rule)
+            for rule in self.rules
+        )
 
     def __bool__(self) -> bool:
         return bool(self.rules)
 
-    def match(self, path: str) -> RouteRule | None:
+    def match(self, path: str, route_name: str = "") -> RouteRule | None:
+        """The first rule whose path pattern matches ``path`` or that names ``route_name``."""
         for pattern, rule in self._compiled:
-            if pattern.match(path):
+            if pattern is None:
+                if route_name and rule.route == route_name:
+                    return rule
+            elif pattern.match(path):
                 return rule
         return None

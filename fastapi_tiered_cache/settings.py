@@ -63,7 +63,8 @@ class RouteRule(BaseModel):
     """A per-route policy: which requests it covers and how they are cached.
 
     ``path`` is a pattern over the request path as the router sees it: ``*`` matches
-    one segment, ``**`` any number, ``{name}`` one segment. Example from the environment::
+    one segment, ``**`` any number, ``{name}`` one segment; ``route`` names a route
+    instead (its endpoint's name). Example from the environment::
 
         TIERED_CACHE_RULES='[{"path": "/products/*", "ttl": 300},
                              {"path": "/admin/**", "cache": false}]'
@@ -71,7 +72,13 @@ class RouteRule(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    path: str = Field(description="Path pattern: `*` one segment, `**` any, `{name}` one segment.")
+    path: str | None = Field(
+        default=None,
+        description="Path pattern: `*` one segment, `**` any, `{name}` one segment.",
+    )
+    route: str | None = Field(
+        default=None, description="Route name (the endpoint's name), instead of a path."
+    )
     ttl: int | None = Field(default=None, ge=0, description="Seconds; overrides the default TTL.")
     cache: bool = Field(default=True, description="False turns caching off for matching requests.")
     statuses: list[int] | None = Field(
@@ -106,9 +113,17 @@ class RouteRule(BaseModel):
         default_factory=list, description="Query parameters left out of the key (`utm_*`)."
     )
 
+    @model_validator(mode="after")
+    def _one_selector(self) -> RouteRule:
+        if (self.path is None) == (self.route is None):
+            raise ValueError("a rule names exactly one of `path` and `route`")
+        return self
+
     @field_validator("path")
     @classmethod
-    def _absolute(cls, value: str) -> str:
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not value.startswith("/"):
             raise ValueError("a rule path must start with '/'")
         from .rules import compile_pattern  # rules imports this module

@@ -32,5 +32,7 @@ def fill_tags(templates: Iterable[str], params: Mapping[str, Any]) -> list[str]:
 
 def rule_params(rule: RouteRule, path: str) -> dict[str, str]:
     """The ``{name}`` segments of ``rule.path`` as matched by ``path``."""
+    if rule.path is None:
+        return {}
     match = compile_pattern(rule.path).match(path)
     return {k: v for k, v in match.groupdict().items() if v is not None} if match else {}

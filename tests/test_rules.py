@@ -97,3 +97,30 @@ async def test_query_deny_and_allow_lists_apply_only_where_configured() -> None:
     assert other_page.headers["x-cache"] == "MISS"
     assert allowed.headers["x-cache"] == "HIT"
     assert untouched.headers["x-cache"] == "MISS"  # never applied by default
+
+
+async def test_rules_can_name_a_route_instead_of_a_path() -> None:
+    import httpx
+    from fastapi import FastAPI
+
+    from fastapi_tiered_cache import TieredCacheMiddleware
+
+    app = FastAPI()
+
+    @app.get("/things/{thing_id}", name="thing")
+    async def thing(thing_id: int) -> dict[str, int]:
+        return {"id": thing_id}
+
+    app.add_middleware(
+        TieredCacheMiddleware, cache=make_cache(rules=[{"route": "thing", "cache": False}])
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.get("/things/1")
+    assert "detail=rule" in response.headers["cache-status"]
+
+
+@pytest.mark.parametrize("rule", [{}, {"path": "/a", "route": "a"}])
+def test_a_rule_names_exactly_one_selector(rule: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        RouteRule.model_validate(rule)
