@@ -108,7 +108,7 @@ class TieredCache:
         ) | (frozenset() if s.forward_targeted_headers else targeted)
         self.stats = Stats()
         self.exporters: list[Metrics] = []
-        self._vary_names: dict[tuple[int, int], tuple[str, ...]] = {}
+        self._vary_names: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[str, ...]] = {}
         self._route_tables: dict[int, RouteTable] = {}
         self._app: Any = None
         self._started = False
@@ -333,10 +333,10 @@ class TieredCache:
 
     def vary_names(self, rule: RouteRule | None, inputs: RouteInputs = UNKNOWN) -> tuple[str, ...]:
         """Request parts always in the key: ``vary_on``, the rule's, and what the route reads."""
-        memo = (id(rule), id(inputs))  # both live as long as the app
+        extra = tuple(rule.vary) if rule is not None else ()
+        memo = (extra, inputs.vary)
         names = self._vary_names.get(memo)
         if names is None:
-            extra = rule.vary if rule is not None else []
             names = tuple(sorted({*self.settings.vary_on, *extra, *inputs.vary}))
             self._vary_names[memo] = names
         return names

@@ -404,7 +404,9 @@ class _Responder:
         ):
             cache.record(Event.COALESCED, route=entry.route, tenant=fetch.tenant)
             params = ("fwd=miss", "collapsed", f"ttl={max(0, int(entry.ttl(cache.clock())))}")
-            await self.replay(fetch.info, entry, None, send, rule=fetch.rule, params=params)
+            await self.replay(
+                fetch.info, entry, None, send, rule=fetch.rule, x_cache="MISS", params=params
+            )
             return
         await fetch(scope, receive, send)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import re
@@ -14,7 +15,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from fastapi_tiered_cache import CacheSettings, RouteRule
+from fastapi_tiered_cache import CacheSettings, RouteRule, TieredCache
 from fastapi_tiered_cache.policy import Reason
 from fastapi_tiered_cache.stores import Tier
 
@@ -310,3 +311,126 @@ async def test_route_policies_example_bypasses_credentials_without_a_secret_key(
         response = await client.get("/partner/prices", headers={"x-partner-key": "acme-key"})
 
     assert response.headers["cache-status"].endswith("fwd=bypass; detail=authenticated")
+
+
+class FakeClock:
+    """Wall-clock seconds, advanced by hand."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def use_clock(cache: TieredCache, clock: FakeClock) -> None:
+    """Make an installed cache tell the age of its entries by ``clock``."""
+    cache.clock = clock
+    cache.store.clock = clock
+    cache.invalidator.clock = clock
+
+
+async def settled(cache: TieredCache) -> None:
+    """Wait for the background refreshes to finish."""
+    for _ in range(200):
+        if not cache.refreshing:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("background refresh still running")
+
+
+async def test_stale_serving_example_serves_stale_while_refreshing_and_on_errors() -> None:
+    module = load(EXAMPLES / "stale_serving.py")
+    clock = FakeClock()
+    use_clock(module.cache, clock)
+
+    async with client_for(module.app) as client:
+        first = await client.get("/prices")
+        clock.now += 15  # 5 s past freshness: within stale-while-revalidate (60 s)
+        stale = await client.get("/prices")
+        await settled(module.cache)
+        refreshed = await client.get("/prices")
+        module.prices.down = True
+        clock.now += 100  # 90 s past freshness: past SWR, within stale-if-error (600 s)
+        on_error = await client.get("/prices")
+        clock.now += 1000  # past both windows: the error reaches the client
+        late = await client.get("/prices")
+
+        rates = await client.get("/rates")
+        module.rates.down = True
+        clock.now += 120  # 60 s past freshness, within the policy's stale-if-error
+        rates_on_error = await client.get("/rates")
+
+    assert (first.headers["x-cache"], first.json()["version"]) == ("MISS", 1)
+    assert (stale.headers["x-cache"], stale.json()["version"]) == ("STALE", 1)
+    assert stale.headers["cache-status"] == "fastapi-tiered-cache; hit; fwd=stale; ttl=-5"
+    assert (refreshed.headers["x-cache"], refreshed.json()["version"]) == ("HIT", 2)
+    assert (on_error.status_code, on_error.json()["version"]) == (200, 2)
+    assert on_error.headers["x-cache"] == "STALE"
+    assert on_error.headers["cache-status"].endswith("; ttl=-90; detail=stale-if-error")
+    assert late.status_code == 502
+    assert module.prices.version == 4  # two fetches, two failures
+    assert rates.headers["x-cache"] == "MISS"
+    assert (rates_on_error.status_code, rates_on_error.headers["x-cache"]) == (200, "STALE")
+    assert rates_on_error.json() == rates.json()
+    assert "detail=stale-if-error" in rates_on_error.headers["cache-status"]
+
+
+async def test_saas_jwt_example_keys_on_tenant_and_verified_subject(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TIERED_CACHE_SECRET_KEY", SECRET)
+    module = load(EXAMPLES / "saas_jwt.py")
+    acme, globex = "http://acme.example.com", "http://globex.example.com"
+
+    def bearer(token: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {token}"}
+
+    alice = module.issue_token("alice", "acme")
+    alice_again = module.issue_token("alice", "acme", ttl=60)  # another token, same user
+    bob = module.issue_token("bob", "acme")
+    header, _, signature = alice.split(".")
+    claims = module._encode(b'{"sub": "bob", "tenant": "acme", "exp": 9999999999}')
+    forged = f"{header}.{claims}.{signature}"  # bob's claims under alice's signature
+    expired = module.issue_token("alice", "acme", ttl=-1)
+
+    async with client_for(module.app) as client:
+        plans = [await client.get(f"{base}/plans") for base in (acme, acme, globex, globex)]
+        as_alice = await client.get(f"{acme}/me", headers=bearer(alice))
+        as_alice_again = await client.get(f"{acme}/me", headers=bearer(alice_again))
+        as_bob = [await client.get(f"{acme}/me", headers=bearer(bob)) for _ in range(2)]
+        wrong_tenant = await client.get(f"{globex}/me", headers=bearer(alice))
+        refused = [
+            await client.get(f"{acme}/me", headers=bearer(token)) for token in (forged, expired)
+        ]
+
+    assert [r.headers["x-cache"] for r in plans] == ["MISS", "HIT", "MISS", "HIT"]
+    assert [r.json()["tenant"] for r in plans] == ["acme", "acme", "globex", "globex"]
+    assert alice != alice_again
+    assert (as_alice.headers["x-cache"], as_alice_again.headers["x-cache"]) == ("MISS", "HIT")
+    assert as_alice_again.json() == {"tenant": "acme", "user": "alice"}
+    assert [r.headers["x-cache"] for r in as_bob] == ["MISS", "HIT"]
+    assert as_bob[1].json() == {"tenant": "acme", "user": "bob"}
+    for response in (wrong_tenant, *refused):
+        assert response.status_code == 401
+        assert response.headers["cache-status"].endswith("fwd=bypass; detail=resolver")
+    assert module.verify_token("not.a.token") is None
+    assert module.verify_token("") is None
+
+
+async def test_prometheus_example_serves_metrics() -> None:
+    pytest.importorskip("prometheus_client")
+    module = load(EXAMPLES / "prometheus_app.py")
+
+    async with client_for(module.app) as client:
+        for tenant in ("acme", "acme", "initech", "initech"):
+            await client.get("/products/1", headers={"x-tenant-id": tenant})
+        metrics = await client.get("/metrics")
+
+    assert metrics.status_code == 200
+    assert metrics.headers["cache-status"].endswith("fwd=bypass; detail=rule")
+    lines = metrics.text.splitlines()
+    route = 'route="/products/{product_id}"'
+    for tenant in ("acme", "other"):  # initech is not listed: counted as "other"
+        assert f'tiered_cache_hits_total{{{route},tenant="{tenant}",tier="l1"}} 1.0' in lines
+    assert "tiered_cache_l1_entries 2.0" in lines

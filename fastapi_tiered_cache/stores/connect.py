@@ -7,7 +7,7 @@ The URL means one thing per ``redis_mode``:
 - ``cluster``: seed nodes, comma-separated: ``redis://:pw@10.0.0.1:6379,10.0.0.2:6379``. One
   reachable seed is enough; the client learns the rest of the cluster from ``CLUSTER SLOTS``.
 - ``sentinel``: the sentinels, comma-separated, and ``sentinel_service`` names the master:
-  ``redis://:pw@10.0.0.1:26379,10.0.0.2:26379/0``. The credentials, database and TLS of the
+  ``redis://:pw@10.0.0.1:26379/0,10.0.0.2:26379``. The credentials, database and TLS of the
   URL are the master's; ``?sentinel_password=`` (and ``sentinel_username``) authenticate to
   the sentinels themselves.
 
