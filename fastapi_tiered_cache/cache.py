@@ -154,7 +154,7 @@ class TieredCache:
         )
         self.hit_for_miss = HitForMiss(s.hit_for_miss_ttl, timer=l1_timer)
         self.refreshing: set[str] = set()
-        self.background: set[asyncio.Task[None]] = set()
+        self.background: set[asyncio.Task[Any]] = set()
         self.compute_seconds: dict[str, float] = {}  # last origin time per route, for XFetch
 
     def _l2(self, redis: Any) -> RedisStore | None:
@@ -191,9 +191,27 @@ class TieredCache:
             )
 
     def start_background(self) -> None:
-        """Start the invalidation bus (idempotent; needs a running event loop)."""
+        """Start the invalidation bus and open the L2 connection (idempotent; needs a
+        running event loop). Called at application start-up."""
         if self.bus is not None:
             self.bus.start()
+        if self.store.l2 is not None:
+            task = asyncio.get_running_loop().create_task(self.warm_up())
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
+
+    async def warm_up(self) -> bool:
+        """Connect to L2 (and learn a cluster's slots) within the connect timeout, not the
+        per-request budget, so the first requests do not pay for a slow handshake."""
+        l2 = self.store.l2
+        if not isinstance(l2, RedisStore):
+            return False
+        try:
+            await asyncio.wait_for(l2.client.ping(), 2 * self.settings.redis_connect_timeout)
+        except Exception as exc:  # Redis down at start-up is a degraded start, not a failure
+            logger.warning("L2 not reachable at start-up: %s", exc, extra={"event": "warm_up"})
+            return False
+        return True
 
     async def close(self) -> None:
         """Stop the bus, close the Redis connections and drop L1 (at application shutdown)."""
@@ -202,6 +220,7 @@ class TieredCache:
         for task in list(self.background):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        self.background.clear()
         if self.fleet is not None:
             await self.fleet.close()
         if self.bus is not None:
