@@ -73,7 +73,7 @@ class Generations:
 
     def _remember(self, name: str, value: int) -> None:
         old = self._values.get(name)
-        if old is not None and old[0] != value:
+        if old is None or old[0] != value:
             self.version += 1
         self._values[name] = (value, self.timer())
         self._values.move_to_end(name)

@@ -38,7 +38,8 @@ __all__ = ["MAX_INDEXED_DEPTH", "Invalidator", "index_names", "parent_path"]
 logger = logging.getLogger("fastapi_tiered_cache")
 
 MAX_INDEXED_DEPTH = 16  # ancestors indexed per entry; deeper prefixes purge a little more
-_LOG_SECONDS = 60.0
+_LOG_SIZE = 100_000  # purged index names remembered for racing fetches
+_BATCH = 500  # commands per pipeline in a purge
 # KEYS[1] = index; ARGV = now, expires_at, member, ttl seconds. Trim, add, extend life.
 _INDEX_ADD = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -110,7 +111,8 @@ class Invalidator:
         self.timer = timer
         self.clock = clock
         self.local: dict[str, set[str]] = {}
-        self.recent: OrderedDict[str, float] = OrderedDict()
+        self.recent: OrderedDict[str, int] = OrderedDict()  # index name -> purge sequence
+        self.sequence = 0
         self._script: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -159,17 +161,18 @@ class Invalidator:
             logger.debug("index update failed: %s", exc, extra={"event": "index_error"})
 
     # -- purging --------------------------------------------------------------------
-    def seen_since(self, names: Iterable[str], since: float) -> bool:
-        """Whether a purge touching any of ``names`` happened after ``since`` (monotonic)."""
+    def seen_since(self, names: Iterable[str], since: int) -> bool:
+        """Whether a purge touching any of ``names`` was seen after ``since`` (a ``sequence``
+        value taken when a fetch began). Counting, not timing: immune to clock resolution."""
         recent = self.recent
-        return any(recent.get(name, -1.0) >= since for name in names)
+        return any(recent.get(name, -1) > since for name in names)
 
     def note(self, names: Iterable[str]) -> None:
-        now = self.timer()
+        self.sequence += 1
         for name in names:
-            self.recent[name] = now
+            self.recent[name] = self.sequence
             self.recent.move_to_end(name)
-        while self.recent and next(iter(self.recent.values())) < now - _LOG_SECONDS:
+        while len(self.recent) > _LOG_SIZE:
             self.recent.popitem(last=False)
 
     def evict_local(self, names: Iterable[str], keys: Iterable[str] = ()) -> set[str]:
@@ -210,29 +213,32 @@ class Invalidator:
 
     async def _purge_remote(self, names: list[str], soft: bool) -> set[str]:
         index_keys = [self.redis_key(name) for name in names]
-        pipe = self.client.pipeline(transaction=False)
-        for index in index_keys:
-            pipe.zrange(index, 0, -1)
-        members = await asyncio.wait_for(pipe.execute(), self.timeout * 10)
+        members = await self._pipelined([("zrange", (index, 0, -1)) for index in index_keys])
         keys = {m.decode() if isinstance(m, bytes) else str(m) for ms in members for m in ms}
         if keys and soft:
             await self._mark_stale(sorted(keys))
         elif keys:
-            await asyncio.wait_for(
-                asyncio.gather(*(self.client.delete(key) for key in keys)), self.timeout * 10
-            )
+            await self._pipelined([("delete", (key,)) for key in sorted(keys)])
         if not soft:
-            await asyncio.wait_for(
-                asyncio.gather(*(self.client.delete(i) for i in index_keys)), self.timeout * 10
-            )
+            await self._pipelined([("delete", (index,)) for index in index_keys])
         return keys
+
+    async def _pipelined(self, commands: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+        """Run single-key commands in non-transactional pipelines of bounded size: one
+        connection and a few round trips however many entries a purge touches (and
+        cluster-safe: the client splits a pipeline by node)."""
+        replies: list[Any] = []
+        for start in range(0, len(commands), _BATCH):
+            pipe = self.client.pipeline(transaction=False)
+            for name, args in commands[start : start + _BATCH]:
+                getattr(pipe, name)(*args)
+            replies.extend(await asyncio.wait_for(pipe.execute(), self.timeout * 20))
+        return replies
 
     async def _mark_stale(self, keys: list[str]) -> None:
         """Soft purge: keep each entry but make it stale, so it can still be served stale."""
-        values = await asyncio.wait_for(
-            asyncio.gather(*(self.client.get(key) for key in keys)), self.timeout * 10
-        )
-        writes = []
+        values = await self._pipelined([("get", (key,)) for key in keys])
+        writes: list[tuple[str, tuple[Any, ...]]] = []
         for key, value in zip(keys, values, strict=True):
             if value is None:
                 continue
@@ -244,9 +250,15 @@ class Invalidator:
                 stale = replace(
                     record, fresh_for=0.0, stale_for=record.fresh_for + record.stale_for
                 )
-                writes.append(self.client.set(key, encode(key, stale), keepttl=True, xx=True))
+                writes.append(("set", (key, encode(key, stale))))
         if writes:
-            await asyncio.wait_for(asyncio.gather(*writes), self.timeout * 10)
+            # SET ... KEEPTTL XX through the pipeline's generic command interface.
+            await self._pipelined(
+                [
+                    ("execute_command", ("SET", key, value, "KEEPTTL", "XX"))
+                    for _, (key, value) in writes
+                ]
+            )
 
     def _later(self, names: list[str], soft: bool) -> None:
         async def again() -> None:

@@ -558,7 +558,7 @@ class _Fetch:
         self.config_names = names
         self.tenant = identity.tenant
         self.generation = generation
-        self.started = responder.cache.invalidator.timer()
+        self.started = responder.cache.invalidator.sequence
         self.cache = responder.cache
         self.info = info
         self.identity = identity

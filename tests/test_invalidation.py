@@ -391,3 +391,21 @@ async def test_repeated_identical_requests_use_the_memo_and_still_see_every_purg
         assert await fetch(c, "/m") == (b"/m? v3", "MISS")
         other = await c.get("/m", headers={"authorization": "Bearer x"})
         assert other.headers["x-cache"] == "MISS"
+
+
+async def test_purges_of_many_entries_work_within_the_connection_pool(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url, max_connections=5)
+    origin = Origin(headers=[("surrogate-key", "bulk")])
+    cache = make_cache(redis=client, redis_timeout=1.0, l1_max_entries=0)
+    async with client_for(origin, cache) as c:
+        for i in range(300):
+            await c.get(f"/bulk/{i}")
+        assert await cache.invalidate_tags("bulk") == 300
+        await asyncio.sleep(1.2)  # the purge repeats itself once, a second later
+        assert await cache.invalidate_tags("bulk", soft=True) == 0
+        assert (await fetch(c, "/bulk/7"))[1] == "MISS"
+        await c.get("/bulk/8")
+        assert await cache.invalidate_tags("bulk", soft=True) == 2
+        stale = await cache.lookup("http://test/bulk/8")
+        assert stale is not None and stale.fresh_for == 0.0
+    await client.aclose()
