@@ -68,10 +68,12 @@ class InvalidationBus:
         self.healthy = False
         self.lost_count = 0
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._last_echo = 0.0
 
     def start(self) -> None:
         """Start listening (idempotent); must be called from a running event loop."""
+        self._stopping = False
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="ftc-bus")
 
@@ -81,6 +83,7 @@ class InvalidationBus:
         await asyncio.wait_for(self.client.publish(self.channel, payload), self.timeout)
 
     async def close(self) -> None:
+        self._stopping = True  # ends the loop even if a client swallowed the cancel
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -117,7 +120,7 @@ class InvalidationBus:
 
     async def _run(self) -> None:
         backoff = self.heartbeat / 4
-        while True:
+        while not self._stopping:
             try:
                 await self._listen()
             except asyncio.CancelledError:

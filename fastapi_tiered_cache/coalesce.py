@@ -71,12 +71,15 @@ async def _within(operation: Awaitable[T], seconds: float) -> T:
     """``operation``, or ``TimeoutError`` after ``seconds``.
 
     ``asyncio.wait_for`` before 3.12 can swallow a ``cancel()`` that races with the
-    operation finishing; ``asyncio.timeout`` (3.11+) cannot.
+    operation finishing; ``asyncio.timeout`` (3.11+) and ``async_timeout`` cannot.
     """
     if sys.version_info >= (3, 11):
         async with asyncio.timeout(seconds):
             return await operation
-    return await asyncio.wait_for(operation, seconds)  # pragma: no cover - Python 3.10
+    import async_timeout  # pragma: no cover - Python 3.10 (a dependency of redis there)
+
+    async with async_timeout.timeout(seconds):  # pragma: no cover
+        return await operation
 
 
 class LeaderFailed(CacheError):

@@ -48,6 +48,12 @@ class CacheClient(httpx.AsyncClient):
         finally:
             await self.cache.close()
 
+    async def __aexit__(self, *exc_info: Any) -> None:
+        try:
+            await super().__aexit__(*exc_info)
+        finally:
+            await self.cache.close()
+
 
 def client_for(app: ASGIApp, cache: TieredCache) -> CacheClient:
     return CacheClient(app, cache)
