@@ -116,11 +116,11 @@ async def test_gauges_read_the_cache_at_scrape_time() -> None:
     async with client_for(Origin(), cache) as client:
         for path in ("/a", "/b", "/c"):
             await client.get(path)
-    families = scrape(metrics)
-    l1 = cache.store.l1
-    assert l1 is not None
-    assert total(families, "tiered_cache_l1_entries") == 2 == len(l1)
-    assert total(families, "tiered_cache_l1_bytes") == l1.current_bytes > 0
+        families = scrape(metrics)  # before the client closes the cache (and drops L1)
+        l1 = cache.store.l1
+        assert l1 is not None
+        assert total(families, "tiered_cache_l1_entries") == 2 == len(l1)
+        assert total(families, "tiered_cache_l1_bytes") == l1.current_bytes > 0
     assert total(families, "tiered_cache_evictions_total", tier="l1") == 1
     assert total(families, "tiered_cache_tier_up", tier="l1") == 1
     assert label_values(families, "tiered_cache_tier_up", "tier") == {"l1"}  # no L2 configured
@@ -369,15 +369,14 @@ async def test_opentelemetry_counts_the_same_outcomes(otel: OTel) -> None:
         await client.put("/z")
         for path in ("/b", "/c"):
             await client.get(path)
-    points = otel.points()
+        points = otel.points()  # before the client closes the cache (and drops L1)
+        l1_bytes = getattr(cache.store.l1, "current_bytes", -1)
     assert OTel.value(points, "tiered_cache.hits", tier="l1") == 1
     assert OTel.value(points, "tiered_cache.misses", reason="miss") == 3
     assert OTel.value(points, "tiered_cache.stores") == 3
     assert OTel.value(points, "tiered_cache.bypass", reason="method") == 1
     assert OTel.value(points, "tiered_cache.l1.entries") == 2
-    assert OTel.value(points, "tiered_cache.l1.bytes") == getattr(
-        cache.store.l1, "current_bytes", -1
-    )
+    assert OTel.value(points, "tiered_cache.l1.bytes") == l1_bytes
     assert OTel.value(points, "tiered_cache.evictions", tier="l1") == 1
     assert OTel.value(points, "tiered_cache.tier.up", tier="l1") == 1
     assert "tiered_cache.breaker.state" not in points or not points["tiered_cache.breaker.state"]

@@ -96,8 +96,8 @@ async def test_credentials_never_appear_in_keys() -> None:
     async with client_for(origin, cache) as client:
         await client.get("/", headers={"authorization": "Bearer SECRET-TOKEN", "x-tenant-id": "t"})
         await client.get("/", headers={"cookie": "session=SESSION-VALUE"})
-    assert cache.store.l1 is not None
-    keys = list(cache.store.l1._cache.keys())
+        assert cache.store.l1 is not None
+        keys = list(cache.store.l1._cache.keys())
     assert len(keys) == 2
     for key in keys:
         assert "SECRET" not in key and "SESSION" not in key
