@@ -35,7 +35,7 @@ from .identity import (
     scope_for,
     tenant_label,
 )
-from .invalidation import Invalidator, normalize_path, prefix_index
+from .invalidation import Invalidator, exact_index, normalize_path, prefix_index, tag_index
 from .keys import KeyBuilder, VaryValues, build_key, filter_query, vary_values
 from .metrics import Event, Metrics, Stats
 from .policy import Reason
@@ -44,11 +44,18 @@ from .routes import UNKNOWN, RouteInputs, RouteTable
 from .rules import RuleSet
 from .settings import CacheSettings, RouteRule, load_settings
 from .stores import MemoryStore, RedisStore, TieredStore
+from .stores.breaker import CircuitBreaker
 from .stores.connect import build_client_from_settings
 
 __all__ = ["TieredCache"]
 
 logger = logging.getLogger("fastapi_tiered_cache")
+
+
+def _tenant_of_key(key: str) -> str | None:
+    """The tenant label in ``{namespace}:{generations}:{tenant}:{scope}:{digest}``."""
+    parts = key.split(":", 3)
+    return parts[2] if len(parts) == 4 else None
 
 
 class TieredCache:
@@ -95,11 +102,25 @@ class TieredCache:
         )
         self.methods = frozenset(s.methods)
         l1 = (
-            MemoryStore(s.l1_max_entries, s.l1_max_bytes, timer=l1_timer)
+            MemoryStore(
+                s.l1_max_entries,
+                s.l1_max_bytes,
+                timer=l1_timer,
+                tenant_share=s.l1_tenant_share,
+                tenant_of=_tenant_of_key,
+            )
             if s.l1_max_entries > 0 and s.l1_max_bytes > 0
             else None
         )
-        self.store = TieredStore(l1, self._l2(redis), l1_max_ttl=s.l1_max_ttl, clock=clock)
+        breaker = CircuitBreaker(s.breaker_threshold, s.breaker_cooldown)
+        self.store = TieredStore(
+            l1,
+            self._l2(redis),
+            l1_max_ttl=s.l1_max_ttl,
+            clock=clock,
+            breaker=breaker,
+            report=lambda event, reason: self.record(event, reason=reason),
+        )
         # Response headers carrying tags, as raw lower-case names, and those never forwarded.
         self.surrogate_headers = frozenset(h.encode("latin-1") for h in s.surrogate_key_headers)
         targeted = frozenset(h.encode("latin-1") for h in s.targeted_headers)
@@ -160,11 +181,22 @@ class TieredCache:
     def _l2(self, redis: Any) -> RedisStore | None:
         s = self.settings
         if redis is not None:
-            return RedisStore(redis, timeout=s.redis_timeout, owns_client=False)
+            return RedisStore(
+                redis,
+                timeout=s.redis_timeout,
+                owns_client=False,
+                max_in_flight=s.redis_max_connections,
+                report=lambda event, reason: self.record(event, reason=reason),
+            )
         if s.redis_url is None:
             return None
         client = build_client_from_settings(s)
-        return RedisStore(client, timeout=s.redis_timeout)
+        return RedisStore(
+            client,
+            timeout=s.redis_timeout,
+            max_in_flight=s.redis_max_connections,
+            report=lambda event, reason: self.record(event, reason=reason),
+        )
 
     @property
     def tiers(self) -> str:
@@ -424,7 +456,7 @@ class TieredCache:
         """Purge every variant and identity scope stored for ``path`` (query strings too)."""
         self.record(Event.INVALIDATION, reason="path")
         label = self.tenant_label(tenant)
-        return await self.invalidator.purge([f"x:{label}:{normalize_path(path)}"], soft=soft)
+        return await self.invalidator.purge([exact_index(label, path)], soft=soft)
 
     async def invalidate_prefix(
         self, prefix: str, *, tenant: str | None = None, soft: bool = False
@@ -443,7 +475,7 @@ class TieredCache:
         """Purge every entry carrying any of ``tags`` (surrogate keys)."""
         self.record(Event.INVALIDATION, reason="tag")
         label = self.tenant_label(tenant)
-        return await self.invalidator.purge([f"t:{label}:{tag}" for tag in tags], soft=soft)
+        return await self.invalidator.purge([tag_index(label, tag) for tag in tags], soft=soft)
 
     async def invalidate_tenant(self, tenant: str | None) -> None:
         """Purge a whole tenant in O(1): its generation counter moves on."""

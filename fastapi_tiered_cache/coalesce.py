@@ -243,7 +243,16 @@ class FleetLease:
             # The SET may have landed with its reply lost: that lease just expires unrenewed.
             return Lease(key, token, fleet=False)
         if not won:
-            return None
+            # A client retry after a lost reply finds our own first SET: that lease is ours.
+            try:
+                holder = await self._call(self.client.get(self._lease_key(key)))
+            except StoreUnavailable:
+                return Lease(key, token, fleet=False)
+            if (
+                holder is None
+                or (holder.decode() if isinstance(holder, bytes) else holder) != token
+            ):
+                return None
         lease = Lease(key, token)
         renewal = asyncio.ensure_future(self._renew(lease))
         self._renewals[token] = renewal

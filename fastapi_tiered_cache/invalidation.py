@@ -33,7 +33,15 @@ from .entry import CachedResponse
 from .exceptions import DecodeError, StoreUnavailable
 from .stores import TieredStore
 
-__all__ = ["MAX_INDEXED_DEPTH", "Invalidator", "index_names", "parent_path"]
+__all__ = [
+    "MAX_INDEXED_DEPTH",
+    "Invalidator",
+    "exact_index",
+    "index_names",
+    "parent_path",
+    "prefix_index",
+    "tag_index",
+]
 
 logger = logging.getLogger("fastapi_tiered_cache")
 
@@ -64,22 +72,37 @@ def parent_path(path: str) -> str | None:
     return path.rsplit("/", 1)[0] or "/"
 
 
+def _digest(text: str) -> str:
+    # Index names hold a digest of the path, not the path: bounded size whatever the URL.
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+
+
+def exact_index(tenant: str, path: str) -> str:
+    """The index of every entry stored for exactly ``path`` (any query, variant, scope)."""
+    return f"x:{tenant}:{_digest(normalize_path(path))}"
+
+
+def prefix_index(tenant: str, prefix: str) -> str:
+    """The index of every entry stored at or below ``prefix`` (whole segments)."""
+    segments = [part for part in normalize_path(prefix).split("/") if part]
+    return f"p:{tenant}:{_digest('/' + '/'.join(segments[:MAX_INDEXED_DEPTH]))}"
+
+
+def tag_index(tenant: str, tag: str) -> str:
+    return f"t:{tenant}:{_digest(tag)}"
+
+
 def index_names(tenant: str, path: str, tags: Iterable[str]) -> list[str]:
     """Every index an entry stored for ``path`` with ``tags`` belongs to."""
     path = normalize_path(path)
-    names = [f"x:{tenant}:{path}"]
+    names = [exact_index(tenant, path)]
     segments = [part for part in path.split("/") if part][:MAX_INDEXED_DEPTH]
     prefix = ""
     for segment in segments:
         prefix += "/" + segment
-        names.append(f"p:{tenant}:{prefix}")
-    names.extend(f"t:{tenant}:{tag}" for tag in sorted(set(tags)) if tag)
+        names.append(f"p:{tenant}:{_digest(prefix)}")
+    names.extend(tag_index(tenant, tag) for tag in sorted(set(tags)) if tag)
     return names
-
-
-def prefix_index(tenant: str, prefix: str) -> str:
-    segments = [part for part in normalize_path(prefix).split("/") if part]
-    return f"p:{tenant}:/" + "/".join(segments[:MAX_INDEXED_DEPTH])
 
 
 class Invalidator:
@@ -111,6 +134,7 @@ class Invalidator:
         self.timer = timer
         self.clock = clock
         self.local: dict[str, set[str]] = {}
+        self._prune_at = 2000
         self.recent: OrderedDict[str, int] = OrderedDict()  # index name -> purge sequence
         self.sequence = 0
         self._script: Any = None
@@ -126,14 +150,16 @@ class Invalidator:
         """Index an L1 entry (kept small: pruned against L1 when it outgrows it)."""
         for name in names:
             self.local.setdefault(name, set()).add(key)
-        l1 = self.store.l1
-        if l1 is not None and len(self.local) > 2 * max(len(l1), 1000):
+        if len(self.local) > self._prune_at:
             self._prune_local()
+            # Amortised: the next prune waits until the index has doubled again.
+            l1 = self.store.l1
+            self._prune_at = 2 * max(len(self.local), len(l1) if l1 is not None else 0, 1000)
 
     def _prune_local(self) -> None:
         l1 = self.store.l1
         for name in list(self.local):
-            live = {key for key in self.local[name] if l1 is not None and l1.lookup(key)}
+            live = {key for key in self.local[name] if l1 is not None and key in l1}
             if live:
                 self.local[name] = live
             else:

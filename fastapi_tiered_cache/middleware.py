@@ -35,7 +35,7 @@ from .conditional import NOT_MODIFIED_HEADERS, is_not_modified, make_etag, selec
 from .entry import CachedResponse, VaryPointer
 from .exceptions import StoreUnavailable
 from .identity import Identity
-from .invalidation import index_names, normalize_path, parent_path
+from .invalidation import exact_index, index_names, parent_path, tag_index
 from .keys import vary_values
 from .metrics import Event
 from .policy import (
@@ -456,21 +456,21 @@ class _Responder:
         if tenant is None:
             return
         rule, _ = cache.policy_for(info, self.app)
-        names = [f"x:{tenant}:{normalize_path(info.path)}"]
+        names = [exact_index(tenant, info.path)]
         parents = cache.settings.invalidate_parents
         if rule is not None and rule.invalidate_parents is not None:
             parents = rule.invalidate_parents
         parent = parent_path(info.path) if parents else None
         if parent is not None:
-            names.append(f"x:{tenant}:{parent}")
+            names.append(exact_index(tenant, parent))
         for name, value in message.get("headers", ()):
             if name.lower() in (b"location", b"content-location"):
                 target = _same_origin_path(value.decode("latin-1"), info)
                 if target is not None:
-                    names.append(f"x:{tenant}:{normalize_path(target)}")
+                    names.append(exact_index(tenant, target))
         if rule is not None:
             params = scope.get("path_params") or rule_params(rule, info.path)
-            names.extend(f"t:{tenant}:{tag}" for tag in fill_tags(rule.invalidates, params))
+            names.extend(tag_index(tenant, tag) for tag in fill_tags(rule.invalidates, params))
         try:
             await cache.invalidator.purge(names)
         except StoreUnavailable as exc:
@@ -788,8 +788,16 @@ class _Capture:
         body = b"".join(self.chunks)
         start = self.start
         assert start is not None
+        # Hop-by-hop fields, including any the response names in Connection (RFC 9110 §7.6.1).
+        named = {
+            part.strip().lower().encode("latin-1")
+            for part in self.headers.get("connection", "").split(",")
+            if part.strip()
+        }
         headers = [
-            (k.lower(), v) for k, v in start.get("headers", ()) if k.lower() not in _NOT_STORED
+            (k.lower(), v)
+            for k, v in start.get("headers", ())
+            if k.lower() not in _NOT_STORED and k.lower() not in named
         ]
         headers.append((b"content-length", str(len(body)).encode()))
         if not etag:

@@ -94,7 +94,7 @@ async def test_redis_outage_degrades_to_origin_and_recovers(
     client = aioredis.Redis.from_url(
         fresh_redis_server.url, socket_timeout=0.2, socket_connect_timeout=0.2
     )
-    cache = make_cache(redis=client, redis_timeout=0.1, l1_max_entries=0)
+    cache = make_cache(redis=client, redis_timeout=0.1, l1_max_entries=0, breaker_cooldown=0.2)
     async with client_for(origin, cache) as http:
         await http.get("/before")
         assert (await http.get("/before")).headers["x-cache"] == "HIT"

@@ -5,24 +5,32 @@ for what is left of its life, capped by ``l1_max_ttl`` (which bounds how long a 
 serve a copy that another worker has invalidated). A write goes to both tiers.
 
 This is the *only* place that catches ``StoreUnavailable``: a failing L2 is counted and
-answered as a miss, so a Redis fault can slow nothing but the origin.
+answered as a miss, so a Redis fault can slow nothing but the origin. Every L2 operation
+goes through a ``CircuitBreaker``: after ``threshold`` consecutive failures L2 is not asked
+at all for ``cooldown`` seconds (reads are L1 misses, writes go to L1 only), then one probe
+decides whether it is back. ``Overloaded`` (a busy event loop, a full pool) is a miss that
+the breaker does not count.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from enum import Enum
+from typing import TypeVar
 
 from ..entry import CachedResponse, Record
 from ..exceptions import StoreUnavailable
+from ..metrics import Event
 from .base import Store
+from .breaker import CircuitBreaker, Overloaded, StoreTimeout
 from .memory import MemoryStore
 
 __all__ = ["Tier", "TieredStore"]
 
 logger = logging.getLogger("fastapi_tiered_cache")
+T = TypeVar("T")
 
 
 class Tier(str, Enum):
@@ -42,6 +50,12 @@ class TieredStore:
     - ``l2``: any ``Store`` (normally ``RedisStore``) or ``None`` (L1 only).
     - ``l1_max_ttl``: most seconds an entry may live in L1.
     - ``clock``: wall-clock seconds, to compute what is left of an entry's life.
+    - ``breaker``: guards L2; a default ``CircuitBreaker()`` (5 failures, 5 s) when omitted.
+    - ``report``: called once per L2 fault with ``(Event.REDIS_TIMEOUT, "timeout")`` or
+      ``(Event.REDIS_ERROR, reason)``, reason ``error``, ``overloaded`` or ``breaker_open``
+      (an operation skipped while the breaker is open).
+
+    Counters: ``faults`` (L2 operations that failed), ``short_circuits`` (skipped while open).
     """
 
     def __init__(
@@ -51,16 +65,52 @@ class TieredStore:
         *,
         l1_max_ttl: float = 30.0,
         clock: Callable[[], float] = time.time,
+        breaker: CircuitBreaker | None = None,
+        report: Callable[[Event, str], None] | None = None,
     ) -> None:
         self.l1 = l1
         self.l2 = l2
         self.l1_max_ttl = l1_max_ttl
         self.clock = clock
+        self.breaker = breaker if breaker is not None else CircuitBreaker()
+        self.report = report
         self.faults = 0
+        self.short_circuits = 0
 
     def _fault(self, exc: StoreUnavailable) -> None:
         self.faults += 1
+        if isinstance(exc, Overloaded):
+            self.breaker.release()
+            event, reason = Event.REDIS_ERROR, "overloaded"
+        else:
+            self.breaker.failure()
+            timeout = isinstance(exc, StoreTimeout)
+            event = Event.REDIS_TIMEOUT if timeout else Event.REDIS_ERROR
+            reason = "timeout" if timeout else "error"
+        if self.report is not None:
+            self.report(event, reason)
         logger.debug("L2 unavailable: %s", exc, extra={"event": "l2_fault"})
+
+    async def _remote(self, operation: Callable[[Store], Awaitable[T]], default: T) -> T:
+        """Run one L2 operation through the breaker; a fault or an open breaker gives default."""
+        l2 = self.l2
+        if l2 is None:
+            return default
+        if not self.breaker.allow():
+            self.short_circuits += 1
+            if self.report is not None:
+                self.report(Event.REDIS_ERROR, "breaker_open")
+            return default
+        try:
+            result = await operation(l2)
+        except StoreUnavailable as exc:
+            self._fault(exc)
+            return default
+        except BaseException:  # cancelled, or a bug: says nothing about L2
+            self.breaker.release()
+            raise
+        self.breaker.success()
+        return result
 
     def _l1_ttl(self, record: Record, ttl: float | None = None) -> float:
         if ttl is None:
@@ -76,14 +126,8 @@ class TieredStore:
         return None if self.l1 is None else self.l1.lookup(key)
 
     async def lookup_remote(self, key: str) -> Record | None:
-        """L2 only; a hit is promoted into L1. A fault is a miss."""
-        if self.l2 is None:
-            return None
-        try:
-            record = await self.l2.get(key)
-        except StoreUnavailable as exc:
-            self._fault(exc)
-            return None
+        """L2 only; a hit is promoted into L1. A fault, or an open breaker, is a miss."""
+        record = await self._remote(lambda l2: l2.get(key), None)
         if record is not None and self.l1 is not None:
             self.l1.put(key, record, self._l1_ttl(record))
         return record
@@ -100,12 +144,7 @@ class TieredStore:
             self.l1.put(key, record, self._l1_ttl(record, ttl))
 
     async def set_remote(self, key: str, record: Record, ttl: float) -> None:
-        if self.l2 is None:
-            return
-        try:
-            await self.l2.set(key, record, ttl)
-        except StoreUnavailable as exc:
-            self._fault(exc)
+        await self._remote(lambda l2: l2.set(key, record, ttl), None)
 
     async def set(self, key: str, record: Record, ttl: float) -> None:
         self.set_local(key, record, ttl)
@@ -119,11 +158,8 @@ class TieredStore:
         if self.l1 is not None:
             for key in batch:
                 self.l1.discard(key)
-        if self.l2 is not None:
-            try:
-                await self.l2.delete_many(batch)
-            except StoreUnavailable as exc:
-                self._fault(exc)
+        if batch:
+            await self._remote(lambda l2: l2.delete_many(batch), None)
 
     async def close(self) -> None:
         if self.l1 is not None:
