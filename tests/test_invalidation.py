@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from fastapi_tiered_cache import TieredCache
+from fastapi_tiered_cache.invalidation import tag_index
 from fastapi_tiered_cache.settings import RouteRule
 from fastapi_tiered_cache.tags import fill_tags, rule_params
 
@@ -363,7 +364,7 @@ async def test_tag_index_stays_bounded_under_churn(redis_url: str) -> None:
         for i in range(60):
             await c.get(f"/churn/{i}")
             clock.advance(0.5)
-    index = cache.invalidator.redis_key(f"t:{cache.tenant_label(None)}:hot")
+    index = cache.invalidator.redis_key(tag_index(cache.tenant_label(None), "hot"))
     assert 0 < await client.zcard(index) <= 3  # only the entries still alive
     await client.aclose()
 
