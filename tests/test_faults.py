@@ -59,8 +59,8 @@ def faulty_cache(port: int) -> tuple[TieredCache, aioredis.Redis]:
         port=port,
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=SOCKET_TIMEOUT,
-        # The retry policy connect() gives its clients. redis-py's default (3 retries, 1 s
-        # backoff) can hold a cancelled command for seconds; see the last tests below.
+        # The retry policy connect() gives its clients. redis-py's default (10 retries, with
+        # a backoff of up to 1 s) can hold a cancelled command for seconds; see the end.
         retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), RETRIES),
     )
     cache = make_cache(
