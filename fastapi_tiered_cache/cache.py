@@ -44,7 +44,7 @@ from .routes import UNKNOWN, RouteInputs, RouteTable
 from .rules import RuleSet
 from .settings import CacheSettings, RouteRule, load_settings
 from .stores import MemoryStore, RedisStore, TieredStore
-from .stores.breaker import CircuitBreaker
+from .stores.breaker import BreakerState, CircuitBreaker
 from .stores.connect import build_client_from_settings
 
 __all__ = ["TieredCache"]
@@ -429,7 +429,14 @@ class TieredCache:
         known = self.generations.peek(identity.tenant, identity.scope)
         if known is not None:
             return known
+        if not self.l2_usable:
+            return None  # the breaker is open: do not wait on Redis for counters either
         return await self.generations.current(identity.tenant, identity.scope)
+
+    @property
+    def l2_usable(self) -> bool:
+        """Whether Redis may be asked now (the breaker is closed); probes stay with the store."""
+        return self.store.l2 is not None and self.store.breaker.state is BreakerState.CLOSED
 
     def key_for(
         self, info: RequestInfo, identity: Identity, vary: VaryValues, generation: str | None

@@ -371,9 +371,10 @@ class _Responder:
 
         async def compute() -> CachedResponse | None:
             nonlocal responded
-            lease = await cache.fleet.acquire(key) if cache.fleet is not None else None
-            if cache.fleet is not None:
-                if lease is None and not await cache.fleet.wait_for(key):
+            fleet = cache.fleet if cache.l2_usable else None  # open breaker: in-process only
+            lease = await fleet.acquire(key) if fleet is not None else None
+            if fleet is not None:
+                if lease is None and not await fleet.wait_for(key):
                     pass  # the holder took too long: compute it ourselves
                 else:
                     # Woken by the holder, or we hold the lease but the previous holder may
@@ -381,14 +382,14 @@ class _Responder:
                     found = await cache.store.lookup_remote(key)
                     if isinstance(found, CachedResponse) and found.is_fresh(cache.clock()):
                         if lease is not None:
-                            await cache.fleet.release(lease)
+                            await fleet.release(lease)
                         return found
             try:
                 responded = True
                 stored = await fetch(scope, receive, send)
             finally:
-                if lease is not None and cache.fleet is not None:
-                    await cache.fleet.release(lease)
+                if lease is not None and fleet is not None:
+                    await fleet.release(lease)
             if stored is None:
                 cache.hit_for_miss.remember(key)
             return stored
@@ -904,7 +905,8 @@ class _Capture:
         await store.set_remote(key, record, ttl)
         if pointer is not None:
             await store.set_remote(fetch.primary, pointer, ttl)
-        await invalidator.record_remote(key, index, ttl)
+        if self.cache.l2_usable:
+            await invalidator.record_remote(key, index, ttl)
 
     async def store_and_replay_revalidated(self, stale: CachedResponse) -> None:
         """A 304 from the origin: freshen the stored entry (RFC 9111 §4.3.4) and serve it."""
