@@ -274,13 +274,15 @@ class _Responder:
             return
         generation = await cache.generation(identity)
         version = cache.generations.version
-        names = cache.vary_names(rule, inputs)
+        config_names = cache.vary_names(rule, inputs)
         keyed = cache.keyed_request(info, rule)
-        primary = cache.key_for(keyed, identity, vary_values(info, names), generation)
-        key, names, record, tier = await self.lookup(keyed, identity, generation, primary, names)
+        primary = cache.key_for(keyed, identity, vary_values(info, config_names), generation)
+        key, names, record, tier = await self.lookup(
+            keyed, identity, generation, primary, config_names
+        )
         fetch = _Fetch(self, info, identity, rule, generation, primary, key, names)
         fetch.keyed = keyed
-        fetch.config_names = cache.vary_names(rule, inputs)
+        fetch.config_names = config_names  # the names the primary key was built with
         honour = cache.settings.honour_request_cache_control and fetch.request_cc is not EMPTY
         if isinstance(record, CachedResponse):
             now = cache.clock()
