@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from redis.exceptions import RedisError
 from starlette.requests import Request
 
 from .bus import InvalidationBus
@@ -134,8 +133,17 @@ class TieredCache:
         self._app: Any = None
         self._started = False
         client = self.store.l2.client if isinstance(self.store.l2, RedisStore) else None
+        # Every Redis command on the request path shares L2's budget and breaker; purges
+        # share the budget but are tried even while the breaker is open.
+        run, purge_run = self.store.run, self.store.run_unguarded
         self.generations = Generations(
-            client, s.namespace, timeout=s.redis_timeout, degraded_ttl=1.0, timer=l1_timer
+            client,
+            s.namespace,
+            timeout=s.redis_timeout,
+            degraded_ttl=1.0,
+            timer=l1_timer,
+            run=run,
+            purge_run=purge_run,
         )
         self.bus = (
             InvalidationBus(
@@ -158,6 +166,8 @@ class TieredCache:
             timeout=s.redis_timeout,
             timer=l1_timer,
             clock=clock,
+            run=run,
+            purge_run=purge_run,
         )
         self._sync_l1_bound()
         # Stampede protection and stale serving (see coalesce.py).
@@ -169,6 +179,7 @@ class TieredCache:
                 lease_ttl=s.lease_ttl,
                 wait=s.coalesce_wait,
                 timeout=s.redis_timeout,
+                run=run,
             )
             if client is not None and s.coalesce
             else None
@@ -584,8 +595,8 @@ class TieredCache:
     async def _bump(self, name: str) -> None:
         try:
             value = await self.generations.bump(name)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
-            raise StoreUnavailable(f"purge failed: {type(exc).__name__}: {exc}") from exc
+        except StoreUnavailable as exc:
+            raise StoreUnavailable(f"purge failed: {exc}") from exc
         if self.bus is not None:
             with contextlib.suppress(Exception):
                 await self.bus.publish("gen", [name, value])

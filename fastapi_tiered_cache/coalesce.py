@@ -17,7 +17,8 @@ in three independent pieces that the middleware composes:
 - ``HitForMiss``: keys recently found uncacheable, so their requests do not queue up.
 
 ``should_refresh_early`` is the XFetch test for refreshing an entry before it expires.
-Nothing here raises ``RedisError``, and every Redis command runs under ``timeout`` seconds.
+Nothing here raises ``RedisError``, and every Redis command runs through a ``Runner``: the
+cache's store, whose budget abandons a command slow to cancel and whose breaker counts it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import logging
 import math
 import random
 import secrets
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -38,6 +38,7 @@ from cachetools import TTLCache
 from redis.exceptions import RedisError
 
 from .exceptions import CacheError, StoreUnavailable
+from .stores.base import Runner, TimeoutRunner, within
 
 __all__ = [
     "FleetLease",
@@ -59,27 +60,16 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# Compare-and-delete, then wake the waiters (even if the lease had expired: they may still
+# be parked on it), in one round trip.
 _RELEASE = """
+local released = 0
 if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('del', KEYS[1])
+  released = redis.call('del', KEYS[1])
 end
-return 0
+redis.call('publish', ARGV[2], ARGV[3])
+return released
 """
-
-
-async def _within(operation: Awaitable[T], seconds: float) -> T:
-    """``operation``, or ``TimeoutError`` after ``seconds``.
-
-    ``asyncio.wait_for`` before 3.12 can swallow a ``cancel()`` that races with the
-    operation finishing; ``asyncio.timeout`` (3.11+) and ``async_timeout`` cannot.
-    """
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):
-            return await operation
-    import async_timeout  # pragma: no cover - Python 3.10 (a dependency of redis there)
-
-    async with async_timeout.timeout(seconds):  # pragma: no cover
-        return await operation
 
 
 class LeaderFailed(CacheError):
@@ -180,7 +170,9 @@ class FleetLease:
     - ``namespace``: prefix of the keys ``{namespace}:lease:{key}``.
     - ``lease_ttl``: seconds a lease lives unless renewed (every third of it while held).
     - ``wait``: default seconds ``wait_for`` waits.
-    - ``timeout``: seconds allowed per Redis command.
+    - ``timeout``: seconds allowed per Redis command (when no ``run`` is given).
+    - ``run``: the ``Runner`` of every command (the cache passes its store's); a plain
+      ``TimeoutRunner(timeout)`` when omitted.
     - ``channel``: wake-up channel, ``{namespace}:lease-wake`` by default. One channel for
       every key keeps one subscription per process, and works on Redis Cluster.
 
@@ -206,6 +198,7 @@ class FleetLease:
         wait: float = 5.0,
         timeout: float = 0.05,
         channel: str | None = None,
+        run: Runner | None = None,
     ) -> None:
         if lease_ttl <= 0 or timeout <= 0 or wait < 0:
             raise ValueError("lease_ttl and timeout must be > 0, and wait >= 0")
@@ -214,6 +207,7 @@ class FleetLease:
         self.lease_ttl = lease_ttl
         self.wait = wait
         self.timeout = timeout
+        self.run: Runner = run if run is not None else TimeoutRunner(timeout)
         self.channel = channel or f"{namespace}:lease-wake"
         self.errors = 0  # Redis commands that failed or ran out of time
         self._recheck = lease_ttl / 2  # seconds between safety checks of a waited-on lease
@@ -238,14 +232,18 @@ class FleetLease:
         self._listen()  # subscribe early: this process may soon wait on someone
         ttl = max(1, int(self.lease_ttl * 1000))
         try:
-            won = await self._call(self.client.set(self._lease_key(key), token, nx=True, px=ttl))
+            won = await self._call(
+                lambda: self.client.set(self._lease_key(key), token, nx=True, px=ttl), "lease SET"
+            )
         except StoreUnavailable:
             # The SET may have landed with its reply lost: that lease just expires unrenewed.
             return Lease(key, token, fleet=False)
         if not won:
             # A client retry after a lost reply finds our own first SET: that lease is ours.
             try:
-                holder = await self._call(self.client.get(self._lease_key(key)))
+                holder = await self._call(
+                    lambda: self.client.get(self._lease_key(key)), "lease GET"
+                )
             except StoreUnavailable:
                 return Lease(key, token, fleet=False)
             if (
@@ -293,10 +291,12 @@ class FleetLease:
             # re-check), so be subscribed before looking at the lease: acquire() started it.
             with contextlib.suppress(asyncio.TimeoutError):
                 budget = max(0.0, min(self.timeout, deadline - loop.time()))
-                await _within(self._subscribed.wait(), budget)
+                await within(self._subscribed.wait(), budget)
             while True:
                 try:
-                    held = await self._call(self.client.exists(self._lease_key(key)))
+                    held = await self._call(
+                        lambda: self.client.exists(self._lease_key(key)), "lease EXISTS"
+                    )
                 except StoreUnavailable:
                     return False
                 if not held:
@@ -330,9 +330,17 @@ class FleetLease:
                 woken.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _call(self, operation: Awaitable[T], budget: float | None = None) -> T:
+    async def _call(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
         try:
-            return await _within(operation, budget or self.timeout)
+            return await self.run(operation, what)
+        except StoreUnavailable:
+            self.errors += 1
+            raise
+
+    async def _subscribe_call(self, operation: Awaitable[T], budget: float) -> T:
+        # The subscription's own connection, outside the request path: a plain deadline.
+        try:
+            return await within(operation, budget)
         except (asyncio.TimeoutError, RedisError, OSError) as exc:
             self.errors += 1
             raise StoreUnavailable(f"lease: {type(exc).__name__}: {exc}") from exc
@@ -345,7 +353,9 @@ class FleetLease:
             if lease.token not in self._renewals or self._closed:
                 return  # released, even if the cancellation was swallowed
             try:
-                alive = await self._call(self._renew_script(keys=keys, args=args))
+                alive = await self._call(
+                    lambda: self._renew_script(keys=keys, args=args), "lease renew"
+                )
             except StoreUnavailable:
                 continue  # the lease may still be ours: try again on the next tick
             if not alive:
@@ -354,9 +364,8 @@ class FleetLease:
     async def _give_up(self, lease: Lease) -> None:
         with contextlib.suppress(StoreUnavailable):
             keys = [self._lease_key(lease.key)]
-            await self._call(self._release_script(keys=keys, args=[lease.token]))
-            # Wake even if the lease had expired: our waiters may still be parked on it.
-            await self._call(self.client.publish(self.channel, lease.key))
+            args = [lease.token, self.channel, lease.key]
+            await self._call(lambda: self._release_script(keys=keys, args=args), "lease release")
 
     def _bind(self) -> None:
         loop = asyncio.get_running_loop()
@@ -375,16 +384,16 @@ class FleetLease:
 
     async def _subscription(self) -> None:
         """The process's one pub/sub connection; re-made after any failure."""
-        # On Python 3.10 a cancel() can be swallowed (see _within), so the closed flag,
+        # On Python 3.10 a cancel() can be swallowed (see within), so the closed flag,
         # not cancel() alone, ends these loops.
         while not self._closed:
             pubsub: Any = None
             budget = max(self.timeout, self._recheck)
             try:
                 # A Cluster client routes SUBSCRIBE by slot, so needs its slot map first.
-                await self._call(self.client.initialize(), budget)
+                await self._subscribe_call(self.client.initialize(), budget)
                 pubsub = self.client.pubsub()
-                await self._call(pubsub.subscribe(self.channel), budget)
+                await self._subscribe_call(pubsub.subscribe(self.channel), budget)
                 while not self._closed:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None:
@@ -400,7 +409,7 @@ class FleetLease:
                 self._subscribed.clear()
                 if pubsub is not None:
                     with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
-                        await _within(pubsub.aclose(), self.timeout)
+                        await within(pubsub.aclose(), self.timeout)
             if not self._closed:
                 # Waiters fall back to their periodic re-check until we are back.
                 await asyncio.sleep(self._recheck)

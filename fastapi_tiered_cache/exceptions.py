@@ -5,6 +5,8 @@ The tree::
     CacheError
     ├── ConfigurationError      invalid settings, found at start-up (also a ValueError)
     ├── StoreUnavailable        a tier could not answer in time (Redis down, slow, refused)
+    │   ├── StoreTimeout        no answer within the budget (the circuit breaker counts it)
+    │   └── Overloaded          this process could not run it in time (not counted)
     └── DecodeError             a stored value is corrupt, foreign or of another format version
 
 Only ``ConfigurationError`` ever reaches application code. ``StoreUnavailable`` is raised by
@@ -14,7 +16,14 @@ where entries are read and turned into a miss plus a delete.
 
 from __future__ import annotations
 
-__all__ = ["CacheError", "ConfigurationError", "DecodeError", "StoreUnavailable"]
+__all__ = [
+    "CacheError",
+    "ConfigurationError",
+    "DecodeError",
+    "Overloaded",
+    "StoreTimeout",
+    "StoreUnavailable",
+]
 
 
 class CacheError(Exception):
@@ -27,6 +36,16 @@ class ConfigurationError(CacheError, ValueError):
 
 class StoreUnavailable(CacheError):
     """A store could not serve the operation within its budget."""
+
+
+class StoreTimeout(StoreUnavailable):
+    """The store did not answer within its time budget (counted by the breaker)."""
+
+
+class Overloaded(StoreUnavailable):
+    """This process could not run the operation in time: its event loop was saturated or
+    its connection pool exhausted. Says nothing about the server, so the breaker ignores it.
+    """
 
 
 class DecodeError(CacheError):

@@ -12,13 +12,13 @@ copy is trusted only while the bus is healthy; otherwise counters are re-read (f
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from redis.exceptions import RedisError
+from .exceptions import StoreUnavailable
+from .stores.base import Runner, TimeoutRunner
 
 __all__ = ["Generations", "counter_names"]
 
@@ -39,7 +39,11 @@ class Generations:
 
     - ``client``: a ``redis.asyncio`` client, or ``None`` for a single process (L1 only),
       where counters live in memory alone.
-    - ``timeout``: seconds allowed per Redis operation.
+    - ``timeout``: seconds allowed per Redis operation (when no ``run`` is given).
+    - ``run``: the ``Runner`` of the Redis commands (the cache passes its store's, so a
+      read is bounded, abandoned if slow to cancel, and seen by the circuit breaker).
+    - ``purge_run``: the ``Runner`` of ``bump`` (default ``run``); the cache passes one that
+      an open breaker does not stop, so a purge always tries.
     - ``timer``: monotonic seconds (injected by tests).
     """
 
@@ -51,8 +55,12 @@ class Generations:
         timeout: float = 0.05,
         degraded_ttl: float = 1.0,
         timer: Callable[[], float] = time.monotonic,
+        run: Runner | None = None,
+        purge_run: Runner | None = None,
     ) -> None:
         self.client = client
+        self.run: Runner = run if run is not None else TimeoutRunner(timeout)
+        self.purge_run: Runner = purge_run if purge_run is not None else self.run
         self.namespace = namespace
         self.timeout = timeout
         self.degraded_ttl = degraded_ttl
@@ -109,8 +117,8 @@ class Generations:
             return known
         names = counter_names(self.namespace, tenant, scope)
         try:
-            values = await asyncio.wait_for(self._read(names), self.timeout)
-        except (RedisError, OSError, asyncio.TimeoutError):
+            values = await self.run(lambda: self._read(names), "generations")
+        except StoreUnavailable:
             return None
         for name, value in zip(names, values, strict=True):
             self._remember(name, value)
@@ -125,11 +133,14 @@ class Generations:
         return [int(reply) if reply is not None else 0 for reply in replies]
 
     async def bump(self, name: str) -> int:
-        """Increment a counter everywhere; returns its new value. Raises on Redis errors."""
+        """Increment a counter everywhere; returns its new value.
+
+        Raises ``StoreUnavailable`` when Redis could not do it.
+        """
         if self.client is None:
             value = (self._cached(name) or 0) + 1
         else:
-            value = int(await asyncio.wait_for(self.client.incr(name), self.timeout * 10))
+            value = int(await self.purge_run(lambda: self.client.incr(name), "INCR", 10))
         self._remember(name, value)
         return value
 

@@ -24,14 +24,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from functools import partial
 from typing import Any
-
-from redis.exceptions import RedisError
 
 from .codec import decode, encode
 from .entry import CachedResponse
 from .exceptions import DecodeError, StoreUnavailable
 from .stores import TieredStore
+from .stores.base import Runner, TimeoutRunner
 
 __all__ = [
     "MAX_INDEXED_DEPTH",
@@ -111,6 +111,9 @@ class Invalidator:
     - ``store``: the tiers; L1 copies are dropped here, L2 copies deleted (or marked stale).
     - ``client``: the Redis client of L2, or ``None`` (L1 only).
     - ``publish``: coroutine sending a bus message, or ``None`` without a bus.
+    - ``run`` / ``purge_run``: the ``Runner`` of index writes and of purges (the cache
+      passes its store's: budgeted, abandoned if slow to cancel; an open breaker skips
+      index writes but not purges); ``TimeoutRunner(timeout)`` when omitted.
     """
 
     def __init__(
@@ -124,8 +127,12 @@ class Invalidator:
         race_window: float = 1.0,
         timer: Callable[[], float] = time.monotonic,
         clock: Callable[[], float] = time.time,
+        run: Runner | None = None,
+        purge_run: Runner | None = None,
     ) -> None:
         self.store = store
+        self.run: Runner = run if run is not None else TimeoutRunner(timeout)
+        self.purge_run: Runner = purge_run if purge_run is not None else self.run
         self.client = client
         self.namespace = namespace
         self.publish = publish
@@ -137,7 +144,6 @@ class Invalidator:
         self._prune_at = 2000
         self.recent: OrderedDict[str, int] = OrderedDict()  # index name -> purge sequence
         self.sequence = 0
-        self._script: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def redis_key(self, name: str) -> str:
@@ -169,21 +175,16 @@ class Invalidator:
         """Index an L2 entry; failures are logged, never raised (the entry still expires)."""
         if self.client is None:
             return
-        if self._script is None:
-            self._script = self.client.register_script(_INDEX_ADD)
         now = self.clock()
         seconds = int(ttl) + 2
+        # One pipeline (one round trip per node) of EVALs: a cluster routes each by its key.
+        commands = [
+            ("eval", (_INDEX_ADD, 1, self.redis_key(name), now, now + ttl, key, seconds))
+            for name in names
+        ]
         try:
-            await asyncio.wait_for(
-                asyncio.gather(
-                    *(
-                        self._script(keys=[self.redis_key(n)], args=[now, now + ttl, key, seconds])
-                        for n in names
-                    )
-                ),
-                self.timeout * 4,
-            )
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            await self.run(lambda: self._pipeline(commands), "index", 4)
+        except StoreUnavailable as exc:
             logger.debug("index update failed: %s", exc, extra={"event": "index_error"})
 
     # -- purging --------------------------------------------------------------------
@@ -223,7 +224,7 @@ class Invalidator:
         if self.client is not None:
             try:
                 found = await self._purge_remote(names, soft)
-            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            except StoreUnavailable as exc:
                 error = exc
             else:
                 self.evict_local((), found)  # copies promoted from L2 were not indexed here
@@ -234,7 +235,7 @@ class Invalidator:
         if repeat and self.client is not None:
             self._later(names, soft)
         if error is not None:
-            raise StoreUnavailable(f"purge incomplete: {type(error).__name__}: {error}")
+            raise StoreUnavailable(f"purge incomplete: {error}")
         return len(keys)
 
     async def _purge_remote(self, names: list[str], soft: bool) -> set[str]:
@@ -255,11 +256,15 @@ class Invalidator:
         cluster-safe: the client splits a pipeline by node)."""
         replies: list[Any] = []
         for start in range(0, len(commands), _BATCH):
-            pipe = self.client.pipeline(transaction=False)
-            for name, args in commands[start : start + _BATCH]:
-                getattr(pipe, name)(*args)
-            replies.extend(await asyncio.wait_for(pipe.execute(), self.timeout * 20))
+            batch = commands[start : start + _BATCH]
+            replies.extend(await self.purge_run(partial(self._pipeline, batch), "purge", 20))
         return replies
+
+    async def _pipeline(self, commands: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for name, args in commands:
+            getattr(pipe, name)(*args)
+        return list(await pipe.execute())
 
     async def _mark_stale(self, keys: list[str]) -> None:
         """Soft purge: keep each entry but make it stale, so it can still be served stale."""

@@ -243,7 +243,10 @@ async def test_every_request_is_answered_through_a_sustained_fault(rig: Rig, fau
     assert all(rig.origin_calls_for(path) == 1 for path in WARM)
 
     await recover(rig)
-    assert rig.breaker.transitions[BreakerState.CLOSED] >= 1
+    # Every opening was followed by a closing (an intermittent fault may never open it).
+    assert rig.breaker.transitions[BreakerState.CLOSED] >= rig.breaker.transitions[BreakerState.OPEN]
+    if fault not in INTERMITTENT:
+        assert rig.breaker.transitions[BreakerState.CLOSED] >= 1
     await rig.get("/after")
     assert await in_l2(rig.server, "/after")  # caching through L2 resumed
     assert rig.slowest < MAX_REQUEST_SECONDS
@@ -497,13 +500,6 @@ async def test_the_store_bounds_an_operation_whose_client_is_slow_to_cancel(
     await store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG generations.py / coalesce.py / invalidation.py: their Redis calls use "
-    "asyncio.wait_for / asyncio.timeout around the command itself, which waits for the "
-    "command to finish cancelling (a second here, 3-4 s with redis-py's default retry under "
-    "the proxy's drop mode) while the circuit breaker is still closed",
-)
 async def test_a_request_is_bounded_when_the_client_is_slow_to_cancel(redis_url: str) -> None:
     client = SlowToCancel.from_url(redis_url)
     cache = make_cache(redis=client, redis_timeout=BUDGET)

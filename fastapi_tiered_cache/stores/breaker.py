@@ -12,9 +12,9 @@ ended with ``success()``, ``failure()`` or ``release()`` (an ending that says no
 the server: the caller was cancelled, its event loop was too busy, its connection pool was
 full). The clock is injected; nothing here sleeps or does I/O.
 
-This module also names the two kinds of ``StoreUnavailable`` whose difference matters to
-the breaker: ``StoreTimeout`` (no answer within the budget, counted) and ``Overloaded``
-(this process could not run the operation in time, not counted).
+The two kinds of ``StoreUnavailable`` whose difference matters to the breaker live in
+``exceptions``: ``StoreTimeout`` (no answer within the budget, counted) and ``Overloaded``
+(this process could not run the operation in time, not counted); they are re-exported here.
 """
 
 from __future__ import annotations
@@ -25,21 +25,11 @@ from collections import Counter
 from collections.abc import Callable
 from enum import Enum
 
-from ..exceptions import StoreUnavailable
+from ..exceptions import Overloaded, StoreTimeout
 
 __all__ = ["BreakerState", "CircuitBreaker", "Overloaded", "StoreTimeout"]
 
 logger = logging.getLogger("fastapi_tiered_cache")
-
-
-class StoreTimeout(StoreUnavailable):
-    """The store did not answer within its time budget (counted by the breaker)."""
-
-
-class Overloaded(StoreUnavailable):
-    """This process could not run the operation in time: its event loop was saturated or
-    its connection pool exhausted. Says nothing about the server, so the breaker ignores it.
-    """
 
 
 class BreakerState(str, Enum):

@@ -39,9 +39,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..codec import decode, encode
 from ..entry import Record
-from ..exceptions import DecodeError, StoreUnavailable
+from ..exceptions import DecodeError, Overloaded, StoreTimeout, StoreUnavailable
 from ..metrics import Event
-from .breaker import Overloaded, StoreTimeout
 from .connect import build_client as connect  # standalone, cluster or sentinel
 
 __all__ = ["RedisStore", "connect"]
@@ -147,7 +146,17 @@ class RedisStore:
             lag = self._lag = _LoopLag(loop, period, self.max_in_flight)
         return lag
 
-    async def _run(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
+    async def run(
+        self, operation: Callable[[], Awaitable[T]], what: str, budgets: float = 1.0
+    ) -> T:
+        """Run ``operation()`` (any command or pipeline on ``client``) within ``budgets``
+        budgets; the ``Runner`` every Redis command of the cache goes through."""
+        return await self._run(operation, what, self.timeout * budgets)
+
+    async def _run(
+        self, operation: Callable[[], Awaitable[T]], what: str, timeout: float | None = None
+    ) -> T:
+        timeout = self.timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         lag = self._lag_for(loop)
         attempt = _Attempt()
@@ -160,16 +169,16 @@ class RedisStore:
 
         try:
             while not task.done():
-                left = self.timeout - spent()
-                if left <= 0 or loop.time() - started >= self.timeout * self.max_stretch:
-                    raise self._gave_up(what, attempt, left)
-                limit = started + self.timeout * self.max_stretch - loop.time()
+                left = timeout - spent()
+                if left <= 0 or loop.time() - started >= timeout * self.max_stretch:
+                    raise self._gave_up(what, attempt, left, timeout)
+                limit = started + timeout * self.max_stretch - loop.time()
                 await asyncio.wait((task,), timeout=min(left, limit))
             return task.result()
         except MaxConnectionsError as exc:
             raise Overloaded(f"redis {what}: connection pool exhausted") from exc
         except (RedisTimeoutError, TimeoutError) as exc:
-            if spent() < self.timeout:
+            if spent() < timeout:
                 raise Overloaded(f"redis {what}: timed out while the event loop was busy") from exc
             raise StoreTimeout(f"redis {what}: {type(exc).__name__}: {exc}") from exc
         except (RedisError, OSError) as exc:
@@ -197,14 +206,16 @@ class RedisStore:
             attempt.sent = True
             return await operation()
 
-    def _gave_up(self, what: str, attempt: _Attempt, left: float) -> StoreUnavailable:
+    def _gave_up(
+        self, what: str, attempt: _Attempt, left: float, timeout: float
+    ) -> StoreUnavailable:
         if not attempt.sent:
-            return Overloaded(f"redis {what}: no free slot within {self.timeout}s")
+            return Overloaded(f"redis {what}: no free slot within {timeout}s")
         if left > 0:
             return Overloaded(
-                f"redis {what}: event loop too busy for {self.timeout * self.max_stretch:.3g}s"
+                f"redis {what}: event loop too busy for {timeout * self.max_stretch:.3g}s"
             )
-        return StoreTimeout(f"redis {what}: no answer within {self.timeout}s")
+        return StoreTimeout(f"redis {what}: no answer within {timeout}s")
 
     async def get(self, key: str) -> Record | None:
         data = await self._run(lambda: self.client.get(key), "GET")

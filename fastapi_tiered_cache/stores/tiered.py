@@ -21,10 +21,10 @@ from enum import Enum
 from typing import TypeVar
 
 from ..entry import CachedResponse, Record
-from ..exceptions import StoreUnavailable
+from ..exceptions import Overloaded, StoreTimeout, StoreUnavailable
 from ..metrics import Event
-from .base import Store
-from .breaker import CircuitBreaker, Overloaded, StoreTimeout
+from .base import Store, TimeoutRunner
+from .breaker import CircuitBreaker
 from .memory import MemoryStore
 
 __all__ = ["Tier", "TieredStore"]
@@ -110,6 +110,37 @@ class TieredStore:
             self.breaker.release()
             raise
         self.breaker.success()
+        return result
+
+    async def run(
+        self, operation: Callable[[], Awaitable[T]], what: str, budgets: float = 1.0
+    ) -> T:
+        """The cache's ``Runner``: any other Redis command (generation counters, indexes,
+        fleet leases) under L2's budget and breaker. Raises ``StoreUnavailable`` when it
+        failed, or at once while the breaker is open."""
+        if not self.breaker.allow():
+            self.short_circuits += 1
+            raise StoreUnavailable(f"redis {what}: circuit breaker open")
+        try:
+            result = await self.run_unguarded(operation, what, budgets)
+        except StoreUnavailable as exc:
+            self._fault(exc)
+            raise
+        except BaseException:
+            self.breaker.release()
+            raise
+        self.breaker.success()
+        return result
+
+    async def run_unguarded(
+        self, operation: Callable[[], Awaitable[T]], what: str, budgets: float = 1.0
+    ) -> T:
+        """As ``run``, without the breaker: for purges, which must always be tried."""
+        l2 = self.l2
+        runner = getattr(l2, "run", None)
+        if runner is None:  # an L2 without a budget of its own (tests): a plain deadline
+            runner = TimeoutRunner(0.05)
+        result: T = await runner(operation, what, budgets)
         return result
 
     def _l1_ttl(self, record: Record, ttl: float | None = None) -> float:
