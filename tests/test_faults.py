@@ -244,7 +244,8 @@ async def test_every_request_is_answered_through_a_sustained_fault(rig: Rig, fau
 
     await recover(rig)
     # Every opening was followed by a closing (an intermittent fault may never open it).
-    assert rig.breaker.transitions[BreakerState.CLOSED] >= rig.breaker.transitions[BreakerState.OPEN]
+    transitions = rig.breaker.transitions
+    assert transitions[BreakerState.CLOSED] >= transitions[BreakerState.OPEN]
     if fault not in INTERMITTENT:
         assert rig.breaker.transitions[BreakerState.CLOSED] >= 1
     await rig.get("/after")
