@@ -1,6 +1,7 @@
 """``install(app)``: one call that wires everything the settings ask for.
 
-It builds the ``TieredCache``, adds the middleware, mounts the admin router and the
+It builds the ``TieredCache``, puts the middleware in front of the app (outside every
+other middleware unless ``TIERED_CACHE_PLACEMENT=middleware``), mounts the admin router and the
 Prometheus endpoint when enabled (and keeps them out of the cache), and makes the cache
 reachable from application code as ``app.state.tiered_cache`` or the ``get_cache``
 dependency (for code that wants to invalidate). The middleware closes the Redis
@@ -13,6 +14,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp
 
 from .cache import TieredCache
 from .middleware import TieredCacheMiddleware
@@ -34,9 +36,29 @@ def install(
     settings = _exempt_operations(settings if settings is not None else load_settings())
     cache = TieredCache(settings, **cache_options)
     _mount_operations(app, cache)
-    app.add_middleware(TieredCacheMiddleware, cache=cache)
+    if settings.placement == "outermost":
+        _wrap_outermost(app, cache)
+    else:
+        app.add_middleware(TieredCacheMiddleware, cache=cache)
     app.state.tiered_cache = cache
     return cache
+
+
+def _wrap_outermost(app: Starlette, cache: TieredCache) -> None:
+    """Put the middleware around the whole stack Starlette builds at the first request,
+    so a hit costs neither FastAPI's own middleware (error handling, telemetry, body
+    limits) nor any user middleware. A miss goes through all of it, as without the cache."""
+    if app.middleware_stack is not None:  # already serving: wrap what is running
+        app.middleware_stack = TieredCacheMiddleware(app.middleware_stack, cache=cache)
+        return
+    build = app.build_middleware_stack
+
+    def build_with_cache() -> ASGIApp:
+        return TieredCacheMiddleware(build(), cache=cache)
+
+    # An instance attribute: this app only, and Starlette calls it exactly where it would
+    # have called its own method.
+    app.build_middleware_stack = build_with_cache  # type: ignore[method-assign]
 
 
 def _exempt_operations(settings: CacheSettings) -> CacheSettings:

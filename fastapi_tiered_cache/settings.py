@@ -154,6 +154,12 @@ class CacheSettings(BaseSettings):
     enabled: bool = Field(
         default=True, description="Master switch; false passes every request through."
     )
+    placement: Literal["outermost", "middleware"] = Field(
+        default="outermost",
+        description="Where install() puts the cache: `outermost` answers hits before any other"
+        " middleware, FastAPI's own included (fastest); `middleware` adds it with"
+        " app.add_middleware, so middleware added after install() runs on every request.",
+    )
     redis_url: SecretStr | None = Field(
         default=None,
         description="Redis URL for L2 (cluster/sentinel: comma-separated seeds or sentinels)."

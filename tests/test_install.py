@@ -1,0 +1,164 @@
+"""``install(app)``: where the middleware goes, and that the app behaves as without it.
+
+By default the cache wraps the whole stack Starlette builds (``placement=outermost``): a
+hit is answered before FastAPI's own middleware and every user middleware; a miss goes
+through all of them. ``placement=middleware`` adds it with ``app.add_middleware`` instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from fastapi_tiered_cache import CacheSettings, install
+
+from .helpers import SECRET, FakeClock
+
+
+class Counting:
+    """A user middleware that counts the requests it sees and marks their responses."""
+
+    def __init__(self, app: ASGIApp, name: str, seen: dict[str, int]) -> None:
+        self.app, self.name, self.seen = app, name, seen
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.seen[self.name] = self.seen.get(self.name, 0) + 1
+
+        async def marked(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", ()), (b"x-seen-by", self.name.encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, marked)
+
+
+def settings(**options: Any) -> CacheSettings:
+    return CacheSettings(secret_key=SECRET, **options)
+
+
+def app_with_middleware(placement: str) -> tuple[FastAPI, dict[str, int], list[int]]:
+    app = FastAPI()
+    seen: dict[str, int] = {}
+    calls = [0]
+
+    @app.get("/items")
+    async def items() -> dict[str, int]:
+        calls[0] += 1
+        return {"calls": calls[0]}
+
+    app.add_middleware(Counting, name="before", seen=seen)
+    install(app, settings(placement=placement))
+    app.add_middleware(Counting, name="after", seen=seen)
+    return app, seen, calls
+
+
+def test_outermost_hits_skip_fastapi_and_every_user_middleware() -> None:
+    app, seen, calls = app_with_middleware("outermost")
+    with TestClient(app) as client:
+        first = client.get("/items")
+        assert first.headers["x-cache"] == "MISS"
+        assert seen == {"before": 1, "after": 1}
+        hit = client.get("/items")
+    assert hit.headers["x-cache"] == "HIT"
+    assert hit.json() == first.json() == {"calls": 1}
+    assert seen == {"before": 1, "after": 1}  # the hit never entered the app's stack
+    assert calls == [1]
+
+
+def test_middleware_placement_leaves_later_middleware_outside() -> None:
+    app, seen, calls = app_with_middleware("middleware")
+    with TestClient(app) as client:
+        client.get("/items")
+        hit = client.get("/items")
+    assert hit.headers["x-cache"] == "HIT"
+    assert seen == {"after": 2, "before": 1}  # added after install(): outside the cache
+    assert calls == [1]
+
+
+def test_an_exception_propagates_as_without_the_cache_and_nothing_is_stored() -> None:
+    app = FastAPI()
+    calls = [0]
+
+    @app.get("/flaky")
+    async def flaky() -> dict[str, int]:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("boom")
+        return {"calls": calls[0]}
+
+    install(app, settings())
+    with TestClient(app) as client, pytest.raises(RuntimeError, match="boom"):
+        client.get("/flaky")
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get("/flaky").json() == {"calls": 2}  # the error was not stored
+        again = client.get("/flaky")
+    assert again.headers["x-cache"] == "HIT"
+    assert again.json() == {"calls": 2}
+
+
+def test_an_exception_is_answered_stale_within_stale_if_error() -> None:
+    app = FastAPI()
+    clock = FakeClock()
+    fail = [False]
+
+    @app.get("/report")
+    async def report() -> dict[str, str]:
+        if fail[0]:
+            raise RuntimeError("database down")
+        return {"report": "ok"}
+
+    install(app, settings(default_ttl=10, stale_if_error=60), clock=clock, l1_timer=clock)
+    with TestClient(app) as client:
+        assert client.get("/report").headers["x-cache"] == "MISS"
+        clock.advance(20)  # stale, within the stale-if-error window
+        fail[0] = True
+        stale = client.get("/report")
+    assert stale.status_code == 200
+    assert stale.json() == {"report": "ok"}
+    assert "detail=stale-if-error" in stale.headers["cache-status"]
+
+
+def test_install_on_an_app_already_serving_wraps_the_running_stack() -> None:
+    app = FastAPI()
+    calls = [0]
+
+    @app.get("/late")
+    async def late() -> dict[str, int]:
+        calls[0] += 1
+        return {"calls": calls[0]}
+
+    with TestClient(app) as client:
+        assert "x-cache" not in client.get("/late").headers  # the stack is built now
+    install(app, settings())
+    with TestClient(app) as client:
+        client.get("/late")
+        hit = client.get("/late")
+    assert hit.headers["x-cache"] == "HIT"
+    assert calls == [2]
+
+
+def test_a_plain_starlette_app_is_served_from_the_cache() -> None:
+    calls = [0]
+
+    async def home(request: Any) -> PlainTextResponse:
+        calls[0] += 1
+        return PlainTextResponse(f"call {calls[0]}")
+
+    app = Starlette(routes=[Route("/", home)])
+    # An endpoint taking the raw Request could read anything: it needs a rule to be cached.
+    install(app, settings(rules=[{"path": "/", "ttl": 60}]))
+    with TestClient(app) as client:
+        client.get("/")
+        hit = client.get("/")
+    assert (hit.text, hit.headers["x-cache"], calls) == ("call 1", "HIT", [1])
