@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from email.utils import formatdate
 from time import perf_counter
 from typing import Any
@@ -36,9 +37,10 @@ from .entry import CachedResponse, VaryPointer
 from .exceptions import StoreUnavailable
 from .identity import Identity
 from .invalidation import exact_index, index_names, parent_path, tag_index
-from .keys import vary_values
+from .keys import KEY_HEADERS, vary_values
 from .metrics import Event
 from .policy import (
+    METHOD_OVERRIDE_HEADERS,
     Freshness,
     Reason,
     check_request,
@@ -81,9 +83,14 @@ _NOT_STORED = frozenset(
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _MAX_TAGS = 64
 logger = logging.getLogger("fastapi_tiered_cache")
-_CONDITIONAL = frozenset(
-    {b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since", b"if-range"}
+_CONDITIONAL_NAMES = (
+    "if-none-match",
+    "if-modified-since",
+    "if-match",
+    "if-unmodified-since",
+    "if-range",
 )
+_CONDITIONAL = frozenset(name.encode("latin-1") for name in _CONDITIONAL_NAMES)
 
 
 class TieredCacheMiddleware:
@@ -143,22 +150,34 @@ _MemoKey = tuple[Any, ...]
 
 
 class _Memo:
-    """The hit path for a request seen before: byte-identical method, URL and headers.
+    """The hit path for a request like one served before: same request line and same
+    values of every header the cache could read.
 
-    The first hit of such a request records which key it was served from; the next ones
-    skip parsing, identity and hashing and go straight to L1 (a dictionary lookup), as long
-    as no generation counter moved since and the invalidation bus is trusted. Purges drop
-    the L1 entry itself, so a memo can point at nothing but never at a purged response.
-    Only used when every input of the key is in the request line and headers (no custom
-    resolver or key builder) and for requests with no conditional, range or honoured
-    client cache directives, which take the full path.
+    The full path (parse, route, identify, hash) maps a request to a key. The memo
+    remembers that mapping, keyed by the request line and the values of the *watched*
+    headers only: every header the key, the identity, the tenant, the request checks and
+    the conditional logic may read (host, proxy headers, credentials, cookies, the tenant
+    header, ``vary_on`` and rules' Vary, method overrides, body framing, validators, ranges,
+    cache directives), plus the Vary names of routes and responses as they are learnt
+    (learning one drops every mapping). Two requests with the same memo key therefore have
+    the same cache key, whatever else they carry (trace ids, user agents, ...).
+
+    A mapping is used while no generation counter moved since and the invalidation bus is
+    trusted; purges drop the L1 entry itself, so a memo can point at nothing but never at a
+    purged response. Only used without custom resolvers or key builders (which may read
+    anything) and for requests with no validators, ranges or honoured client directives.
+    A header name that is not lower-case (servers lower-case them) sends the request down
+    the full path.
     """
 
     MAX = 10_000
+    MAX_WATCHED = 256  # header names; a stream of new Vary names turns the memo off
 
     def __init__(self, cache: TieredCache) -> None:
         self.cache = cache
         self.keys: dict[_MemoKey, tuple[str, int, str]] = {}  # -> key, generations, tenant
+        self.watched = self.static_watched(cache.settings)
+        self.enabled = True
         name = cache.settings.cache_status_name.encode("latin-1")
         self.status_prefix = name + b"; hit; ttl="
         self.x_cache = [(b"x-cache", b"HIT")] if cache.settings.x_cache_header else []
@@ -170,8 +189,29 @@ class _Memo:
         return cache.store.l1 is not None and not plugins and not s.early_refresh
 
     @staticmethod
-    def key_of(scope: Scope) -> _MemoKey | None:
-        key = (
+    def static_watched(settings: CacheSettings) -> frozenset[bytes]:
+        names = {
+            "host",
+            "cookie",
+            "content-length",
+            "transfer-encoding",
+            "cache-control",
+            "pragma",
+            *KEY_HEADERS,
+            *METHOD_OVERRIDE_HEADERS,
+            *_NOT_PLAIN,
+            *(_CONDITIONAL_NAMES),
+            *settings.identity_headers,
+            *settings.vary_on,
+            *(name for rule in settings.rules for name in rule.vary),
+        }
+        if settings.tenant_header:
+            names.add(settings.tenant_header)
+        return frozenset(_header_of(name).encode("latin-1") for name in names)
+
+    def key_of(self, scope: Scope) -> _MemoKey | None:
+        watched = self.watched
+        picked: list[Any] = [
             scope["method"],
             scope.get("raw_path"),
             scope.get("path"),
@@ -179,23 +219,47 @@ class _Memo:
             scope.get("scheme"),
             scope.get("root_path"),
             scope.get("server"),
-            tuple(scope["headers"]),
-        )
+        ]
+        for pair in scope["headers"]:
+            name = pair[0]
+            if name in watched:
+                picked.append(pair)
+            elif name.lower() in watched:
+                return None  # not lower-case: the full path reads it, case-insensitively
+        key = tuple(picked)
         try:
             hash(key)
         except TypeError:  # lists where tuples are usual: no memo, the full path still works
             return None
         return key
 
-    def remember(self, scope: Scope, key: str, version: int, tenant: str) -> None:
+    def learn(self, names: Iterable[str]) -> None:
+        """Watch more headers (a route's or a response's Vary, a route's credentials)."""
+        new = {_header_of(name).encode("latin-1") for name in names} - self.watched
+        if not new:
+            return
+        self.keys.clear()  # mappings made without those headers in their key
+        self.watched = self.watched | new
+        if len(self.watched) > self.MAX_WATCHED:
+            self.enabled = False
+
+    def remember(
+        self, scope: Scope, key: str, version: int, tenant: str, names: Iterable[str]
+    ) -> None:
+        self.learn(names)
+        if not self.enabled:
+            return
         memo_key = self.key_of(scope)
         if memo_key is None:
             return
-        if len(self.keys) >= self.MAX:
-            self.keys.clear()
-        self.keys[memo_key] = (key, version, tenant)
+        keys = self.keys
+        if len(keys) >= self.MAX:
+            del keys[next(iter(keys))]  # the oldest mapping
+        keys[memo_key] = (key, version, tenant)
 
     async def serve(self, scope: Scope, send: Send) -> bool:
+        if not self.enabled:
+            return False
         memo_key = self.key_of(scope)
         found = self.keys.get(memo_key) if memo_key is not None else None
         if found is None:
@@ -204,17 +268,18 @@ class _Memo:
         generations = cache.generations
         if not generations.trusted or generations.version != found[1]:
             return False
-        record = cache.store.l1.lookup(found[0]) if cache.store.l1 is not None else None
+        l1 = cache.store.l1
+        record = l1.lookup(found[0]) if l1 is not None else None
         if not isinstance(record, CachedResponse) or record.revalidate:
             return False
         now = cache.clock()
         ttl = record.ttl(now)
         if ttl <= 0:
             return False
-        status = self.status_prefix + b"%d; detail=l1" % int(ttl)
+        status = self.status_prefix + b"%d; detail=l1" % ttl
         headers = [
             *record.headers,
-            (b"age", b"%d" % int(record.age(now))),
+            (b"age", b"%d" % record.age(now)),
             (b"cache-status", status),
             *self.x_cache,
         ]
@@ -223,6 +288,11 @@ class _Memo:
         body = b"" if scope["method"] == "HEAD" else record.body
         await send({"type": "http.response.body", "body": body})
         return True
+
+
+def _header_of(name: str) -> str:
+    """The header a key input reads: ``cookie:<name>`` is the Cookie header."""
+    return "cookie" if name.startswith("cookie:") else name.lower()
 
 
 _NOT_PLAIN = ("if-none-match", "if-modified-since", "range", "if-range")
@@ -292,7 +362,8 @@ class _Responder:
                 not honour or request_allows(fetch.request_cc, record, now)
             ):
                 if self.memo is not None and generation is not None and _plain(info, rule, cache):
-                    self.memo.remember(scope, key, version, identity.tenant)
+                    learnt = (*names, *inputs.credential_headers, *(n for n, _ in record.vary))
+                    self.memo.remember(scope, key, version, identity.tenant, learnt)
                 await self.replay(info, record, tier, send, rule=rule, tenant=identity.tenant)
                 if started:
                     cache.observe(perf_counter() - started, route=record.route, outcome="hit")

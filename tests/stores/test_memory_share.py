@@ -197,3 +197,35 @@ def test_a_flood_never_evicts_entries_that_fit_beside_its_share(
     for n, size in enumerate(flood):
         store.put(key("a", 1000 + n), entry(size), 60)
         assert all(store.lookup(k) is not None for k in kept)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ops=ops,
+    max_entries=st.integers(1, 20),
+    max_bytes=st.integers(2 * OVERHEAD, 30 * OVERHEAD),
+    share=st.sampled_from([0.25, 1.0]),
+)
+def test_the_hit_path_lookup_agrees_with_the_cache_after_any_operations(
+    ops: list[tuple[str, int, int, str]], max_entries: int, max_bytes: int, share: float
+) -> None:
+    """``lookup`` reads a plain dict beside the ``TLRUCache``: it must never serve an entry
+    the cache has evicted, expired or deleted, nor miss one it holds."""
+    clock = FakeClock(0.0)
+    store = share_store(max_entries, max_bytes, share, clock)
+    universe = sorted({key(tenant, n) for tenant, n, _, _ in ops})
+    stored: dict[str, CachedResponse] = {}
+    for tenant, n, size, action in ops:
+        k = key(tenant, n)
+        if action == "put":
+            stored[k] = entry(size)
+            store.put(k, stored[k], ttl=float(1 + n % 7))
+        elif action == "discard":
+            store.discard(k)
+        else:
+            clock.advance(1.0)
+        for name in universe:
+            slot = store._cache.get(name)  # the cache's own view (expiry included)
+            expected = None if slot is None else slot[0]
+            assert store.lookup(name) is expected
+            assert expected is None or expected is stored[name]
