@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .cache import TieredCache
 from .middleware import TieredCacheMiddleware
@@ -47,18 +47,69 @@ def install(
 def _wrap_outermost(app: Starlette, cache: TieredCache) -> None:
     """Put the middleware around the whole stack Starlette builds at the first request,
     so a hit costs neither FastAPI's own middleware (error handling, telemetry, body
-    limits) nor any user middleware. A miss goes through all of it, as without the cache."""
+    limits) nor any user middleware. A miss goes through all of it, as without the cache.
+
+    Repeated requests are answered even earlier, by the middleware's memo (see
+    ``middleware._Memo``), from the app's own ``__call__``: FastAPI's checks each request
+    (native telemetry, root path) before it reaches its stack, which costs as much as a
+    whole hit. The app keeps its class's behaviour for everything else: it becomes an
+    instance of a subclass whose ``__call__`` asks the memo first.
+    """
     if app.middleware_stack is not None:  # already serving: wrap what is running
-        app.middleware_stack = TieredCacheMiddleware(app.middleware_stack, cache=cache)
+        middleware = TieredCacheMiddleware(app.middleware_stack, cache=cache)
+        app.middleware_stack = middleware
+        _answer_repeats_first(app, middleware)
+        if cache.settings.enabled:
+            app.__class__ = _front_class(type(app))
         return
     build = app.build_middleware_stack
 
     def build_with_cache() -> ASGIApp:
-        return TieredCacheMiddleware(build(), cache=cache)
+        middleware = TieredCacheMiddleware(build(), cache=cache)
+        _answer_repeats_first(app, middleware)
+        return middleware
 
     # An instance attribute: this app only, and Starlette calls it exactly where it would
     # have called its own method.
     app.build_middleware_stack = build_with_cache  # type: ignore[method-assign]
+    if cache.settings.enabled:
+        app.__class__ = _front_class(type(app))
+
+
+_FRONT = "_tiered_cache_memo"
+_FRONT_CLASSES: dict[type[Starlette], type[Starlette]] = {}
+
+
+def _answer_repeats_first(app: Starlette, middleware: TieredCacheMiddleware) -> None:
+    app.__dict__[_FRONT] = middleware.memo
+    middleware.memo_in_front = middleware.memo is not None  # asked already: once is enough
+
+
+def _front_class(base: type[Starlette]) -> type[Starlette]:
+    """``base`` with a ``__call__`` that lets the memo answer first (one class per base)."""
+    if getattr(base, "_tiered_cache_front", False):
+        return base
+    front = _FRONT_CLASSES.get(base)
+    if front is not None:
+        return front
+
+    async def __call__(self: Starlette, scope: Scope, receive: Receive, send: Send) -> None:
+        memo = self.__dict__.get(_FRONT)
+        if memo is not None and scope["type"] == "http":
+            root_path = getattr(self, "root_path", "")
+            if root_path:  # what FastAPI.__call__ does first, so keys see the same scope
+                scope["root_path"] = root_path
+            if await memo.serve(scope, send):
+                return
+        await base.__call__(self, scope, receive, send)
+
+    front = type(
+        base.__name__,
+        (base,),
+        {"__call__": __call__, "__module__": base.__module__, "_tiered_cache_front": True},
+    )
+    _FRONT_CLASSES[base] = front
+    return front
 
 
 def _exempt_operations(settings: CacheSettings) -> CacheSettings:

@@ -115,11 +115,12 @@ class TieredCacheMiddleware:
         self.cache = cache if cache is not None else TieredCache(settings)
         self.cache.startup()
         self.memo: _Memo | None = _Memo(self.cache) if _Memo.applies(self.cache) else None
+        self.memo_in_front = False  # install() lets the memo answer before the app's stack
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.cache.settings.enabled:
             memo = self.memo
-            if memo is not None and await memo.serve(scope, send):
+            if memo is not None and not self.memo_in_front and await memo.serve(scope, send):
                 return
             await _Responder(self.app, self.cache, memo)(scope, receive, send)
         elif scope["type"] == "lifespan":
@@ -211,6 +212,9 @@ class _Memo:
 
     def key_of(self, scope: Scope) -> _MemoKey | None:
         watched = self.watched
+        server = scope.get("server")
+        if server is not None and server.__class__ is not tuple:
+            server = tuple(server)  # a list, as some servers and test clients send
         picked: list[Any] = [
             scope["method"],
             scope.get("raw_path"),
@@ -218,20 +222,15 @@ class _Memo:
             scope.get("query_string"),
             scope.get("scheme"),
             scope.get("root_path"),
-            scope.get("server"),
+            server,
         ]
         for pair in scope["headers"]:
             name = pair[0]
             if name in watched:
-                picked.append(pair)
+                picked.append(pair if pair.__class__ is tuple else tuple(pair))
             elif name.lower() in watched:
                 return None  # not lower-case: the full path reads it, case-insensitively
-        key = tuple(picked)
-        try:
-            hash(key)
-        except TypeError:  # lists where tuples are usual: no memo, the full path still works
-            return None
-        return key
+        return tuple(picked)
 
     def learn(self, names: Iterable[str]) -> None:
         """Watch more headers (a route's or a response's Vary, a route's credentials)."""
@@ -252,6 +251,10 @@ class _Memo:
         memo_key = self.key_of(scope)
         if memo_key is None:
             return
+        try:
+            hash(memo_key)
+        except TypeError:
+            return
         keys = self.keys
         if len(keys) >= self.MAX:
             del keys[next(iter(keys))]  # the oldest mapping
@@ -261,7 +264,12 @@ class _Memo:
         if not self.enabled:
             return False
         memo_key = self.key_of(scope)
-        found = self.keys.get(memo_key) if memo_key is not None else None
+        if memo_key is None:
+            return False
+        try:
+            found = self.keys.get(memo_key)
+        except TypeError:  # an unhashable part (a server sending odd types): full path
+            return False
         if found is None:
             return False
         cache = self.cache

@@ -162,3 +162,61 @@ def test_a_plain_starlette_app_is_served_from_the_cache() -> None:
         client.get("/")
         hit = client.get("/")
     assert (hit.text, hit.headers["x-cache"], calls) == ("call 1", "HIT", [1])
+
+
+class Spy:
+    """Wraps an app's built stack and counts the requests that reach it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app, self.calls = app, 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.calls += 1
+        await self.app(scope, receive, send)
+
+
+@pytest.mark.parametrize("root_path", ["", "/api"])
+@pytest.mark.filterwarnings("ignore:The `root_path` parameter is deprecated")
+def test_repeated_requests_are_answered_before_the_app_runs(root_path: str) -> None:
+    app = FastAPI(root_path=root_path)
+    calls = [0]
+
+    @app.get("/items")
+    async def items() -> dict[str, int]:
+        calls[0] += 1
+        return {"calls": calls[0]}
+
+    cache = install(app, settings())
+    assert isinstance(app, FastAPI) and type(app).__name__ == "FastAPI"
+    with TestClient(app) as client:
+        client.get("/items")  # miss
+        client.get("/items")  # hit through the stack: remembered
+        assert app.middleware_stack is not None
+        spy = app.middleware_stack = Spy(app.middleware_stack)
+        for _ in range(3):
+            hit = client.get("/items", headers={"x-request-id": "anything"})
+            assert (hit.json(), hit.headers["x-cache"]) == ({"calls": 1}, "HIT")
+        assert spy.calls == 0  # FastAPI's __call__ never reached its stack
+        with_auth = client.get("/items", headers={"authorization": "Bearer x"})
+        assert with_auth.json() == {"calls": 2}  # another scope: through the stack
+        assert spy.calls == 1
+
+        import asyncio
+
+        asyncio.run(cache.invalidate_path("/items"))
+        assert client.get("/items").headers["x-cache"] == "MISS"
+
+
+def test_the_front_class_is_made_once_per_app_class() -> None:
+    first, second = FastAPI(), FastAPI()
+    install(first, settings())
+    install(second, settings())
+    assert type(first) is type(second)
+    assert type(first).__mro__[1] is FastAPI
+
+
+def test_a_disabled_cache_leaves_the_app_class_alone() -> None:
+    app = FastAPI()
+    install(app, settings(enabled=False))
+    assert type(app) is FastAPI
