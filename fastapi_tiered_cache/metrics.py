@@ -50,12 +50,37 @@ class Metrics(Protocol):
     def observe(self, seconds: float, *, route: str = "", outcome: str = "") -> None: ...
 
 
+_L1_HIT = ("hit", "l1")
+
+
 class Stats:
-    """In-process counters by event and detail (tier or reason), and by route."""
+    """In-process counters by event and detail (tier or reason), and by route.
+
+    L1 hits, the one outcome counted on the fast path, are kept in a plain int and dict and
+    merged into ``counters`` and ``routes`` when those are read.
+    """
 
     def __init__(self) -> None:
-        self.counters: Counter[tuple[str, str]] = Counter()
-        self.routes: Counter[tuple[str, str]] = Counter()
+        self._counters: Counter[tuple[str, str]] = Counter()
+        self._route_counts: Counter[tuple[str, str]] = Counter()
+        self._l1_hits = 0
+        self._l1_route_hits: dict[str, int] = {}
+
+    @property
+    def counters(self) -> Counter[tuple[str, str]]:
+        """Counts by ``(event, tier or reason)``."""
+        merged = Counter(self._counters)
+        if self._l1_hits:
+            merged[_L1_HIT] += self._l1_hits
+        return merged
+
+    @property
+    def routes(self) -> Counter[tuple[str, str]]:
+        """Counts by ``(route template, event)``."""
+        merged = Counter(self._route_counts)
+        for route, n in self._l1_route_hits.items():
+            merged[route, "hit"] += n
+        return merged
 
     def record(
         self,
@@ -66,9 +91,16 @@ class Stats:
         tier: str = "",
         reason: str = "",
     ) -> None:
-        self.counters[event.value, tier or reason] += 1
+        self._counters[event.value, tier or reason] += 1
         if route:
-            self.routes[route, event.value] += 1
+            self._route_counts[route, event.value] += 1
+
+    def count_l1_hit(self, route: str) -> None:
+        """``record(Event.HIT, tier="l1", route=route)``, at the cost of two additions."""
+        self._l1_hits += 1
+        if route:
+            hits = self._l1_route_hits
+            hits[route] = hits.get(route, 0) + 1
 
     def observe(self, seconds: float, *, route: str = "", outcome: str = "") -> None:
         """Timings are left to the exporters; the in-process view stays a set of counters."""
@@ -78,15 +110,14 @@ class Stats:
 
     def snapshot(self) -> dict[str, object]:
         """Counts by event and detail, hit ratios per tier and per route."""
+        counters = self.counters
         by_event: dict[str, dict[str, int]] = {}
-        for (event, detail), n in sorted(self.counters.items()):
+        for (event, detail), n in sorted(counters.items()):
             by_event.setdefault(event, {})[detail or "all"] = n
         hits, misses = self.total(Event.HIT), self.total(Event.MISS)
         lookups = hits + misses + self.total(Event.STALE)
         per_tier = {
-            tier: round(n / lookups, 4)
-            for (event, tier), n in self.counters.items()
-            if event == "hit"
+            tier: round(n / lookups, 4) for (event, tier), n in counters.items() if event == "hit"
         }
         return {
             "counts": by_event,

@@ -150,6 +150,21 @@ class TieredCacheMiddleware:
 _MemoKey = tuple[Any, ...]
 
 
+class _Mapping:
+    """Where the memo sends a request, and the headers of its last replay: within one
+    second of age the same ones serve again."""
+
+    __slots__ = ("age", "headers", "key", "record", "tenant", "ttl", "version")
+
+    def __init__(self, key: str, version: int, tenant: str) -> None:
+        self.key = key
+        self.version = version  # of the generation counters when it was made
+        self.tenant = tenant
+        self.record: CachedResponse | None = None
+        self.age = self.ttl = -1
+        self.headers: list[tuple[bytes, bytes]] = []
+
+
 class _Memo:
     """The hit path for a request like one served before: same request line and same
     values of every header the cache could read.
@@ -173,11 +188,13 @@ class _Memo:
 
     MAX = 10_000
     MAX_WATCHED = 256  # header names; a stream of new Vary names turns the memo off
+    MAX_UNWATCHED = 1024
 
     def __init__(self, cache: TieredCache) -> None:
         self.cache = cache
-        self.keys: dict[_MemoKey, tuple[str, int, str]] = {}  # -> key, generations, tenant
+        self.keys: dict[_MemoKey, _Mapping] = {}
         self.watched = self.static_watched(cache.settings)
+        self.unwatched: set[bytes] = set()  # lower-case names seen and known not watched
         self.enabled = True
         name = cache.settings.cache_status_name.encode("latin-1")
         self.status_prefix = name + b"; hit; ttl="
@@ -224,12 +241,19 @@ class _Memo:
             scope.get("root_path"),
             server,
         ]
+        unwatched = self.unwatched
         for pair in scope["headers"]:
             name = pair[0]
+            if name in unwatched:
+                continue
             if name in watched:
                 picked.append(pair if pair.__class__ is tuple else tuple(pair))
-            elif name.lower() in watched:
+                continue
+            lowered = name.lower()
+            if lowered in watched:
                 return None  # not lower-case: the full path reads it, case-insensitively
+            if lowered == name and len(unwatched) < self.MAX_UNWATCHED:
+                unwatched.add(name)
         return tuple(picked)
 
     def learn(self, names: Iterable[str]) -> None:
@@ -239,6 +263,7 @@ class _Memo:
             return
         self.keys.clear()  # mappings made without those headers in their key
         self.watched = self.watched | new
+        self.unwatched -= new
         if len(self.watched) > self.MAX_WATCHED:
             self.enabled = False
 
@@ -258,7 +283,7 @@ class _Memo:
         keys = self.keys
         if len(keys) >= self.MAX:
             del keys[next(iter(keys))]  # the oldest mapping
-        keys[memo_key] = (key, version, tenant)
+        keys[memo_key] = _Mapping(key, version, tenant)
 
     async def serve(self, scope: Scope, send: Send) -> bool:
         if not self.enabled:
@@ -274,24 +299,30 @@ class _Memo:
             return False
         cache = self.cache
         generations = cache.generations
-        if not generations.trusted or generations.version != found[1]:
+        if not generations.trusted or generations.version != found.version:
             return False
         l1 = cache.store.l1
-        record = l1.lookup(found[0]) if l1 is not None else None
-        if not isinstance(record, CachedResponse) or record.revalidate:
+        record = l1.lookup(found.key) if l1 is not None else None
+        if type(record) is not CachedResponse or record.revalidate:
             return False
         now = cache.clock()
-        ttl = record.ttl(now)
+        age = record.initial_age + now - record.stored_at  # inlined CachedResponse.age/ttl
+        if age < 0:
+            age = 0.0
+        ttl = record.fresh_for - age
         if ttl <= 0:
             return False
-        status = self.status_prefix + b"%d; detail=l1" % ttl
-        headers = [
-            *record.headers,
-            (b"age", b"%d" % record.age(now)),
-            (b"cache-status", status),
-            *self.x_cache,
-        ]
-        cache.record(Event.HIT, tier="l1", route=record.route, tenant=found[2])
+        whole_age, whole_ttl = int(age), int(ttl)
+        if found.record is record and found.age == whole_age and found.ttl == whole_ttl:
+            headers = found.headers.copy()
+        else:
+            headers = list(record.headers)
+            headers.append((b"age", b"%d" % whole_age))
+            headers.append((b"cache-status", self.status_prefix + b"%d; detail=l1" % whole_ttl))
+            headers.extend(self.x_cache)
+            found.record, found.age, found.ttl = record, whole_age, whole_ttl
+            found.headers, headers = headers, headers.copy()
+        cache.record_l1_hit(record.route, found.tenant)
         await send({"type": "http.response.start", "status": record.status, "headers": headers})
         body = b"" if scope["method"] == "HEAD" else record.body
         await send({"type": "http.response.body", "body": body})
