@@ -99,7 +99,10 @@ def _front_class(base: type[Starlette]) -> type[Starlette]:
             root_path = getattr(self, "root_path", "")
             if root_path:  # what FastAPI.__call__ does first, so keys see the same scope
                 scope["root_path"] = root_path
-            if await memo.serve(scope, send):
+            answer = memo.answer(scope)
+            if answer is not None:
+                await send(answer[0])
+                await send(answer[1])
                 return
         await base.__call__(self, scope, receive, send)
 

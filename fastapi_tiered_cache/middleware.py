@@ -120,8 +120,12 @@ class TieredCacheMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.cache.settings.enabled:
             memo = self.memo
-            if memo is not None and not self.memo_in_front and await memo.serve(scope, send):
-                return
+            if memo is not None and not self.memo_in_front:
+                answer = memo.answer(scope)
+                if answer is not None:
+                    await send(answer[0])
+                    await send(answer[1])
+                    return
             await _Responder(self.app, self.cache, memo)(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(scope, receive, send)
@@ -229,16 +233,17 @@ class _Memo:
 
     def key_of(self, scope: Scope) -> _MemoKey | None:
         watched = self.watched
-        server = scope.get("server")
+        get = scope.get
+        server = get("server")
         if server is not None and server.__class__ is not tuple:
             server = tuple(server)  # a list, as some servers and test clients send
         picked: list[Any] = [
             scope["method"],
-            scope.get("raw_path"),
-            scope.get("path"),
-            scope.get("query_string"),
-            scope.get("scheme"),
-            scope.get("root_path"),
+            get("raw_path"),
+            get("path"),
+            get("query_string"),
+            get("scheme"),
+            get("root_path"),
             server,
         ]
         unwatched = self.unwatched
@@ -285,33 +290,35 @@ class _Memo:
             del keys[next(iter(keys))]  # the oldest mapping
         keys[memo_key] = _Mapping(key, version, tenant)
 
-    async def serve(self, scope: Scope, send: Send) -> bool:
+    def answer(self, scope: Scope) -> tuple[Message, Message] | None:
+        """The two messages of the response, when the memo can answer (no await: the
+        caller sends them, so a hit costs no coroutine of its own)."""
         if not self.enabled:
-            return False
+            return None
         memo_key = self.key_of(scope)
         if memo_key is None:
-            return False
+            return None
         try:
             found = self.keys.get(memo_key)
         except TypeError:  # an unhashable part (a server sending odd types): full path
-            return False
+            return None
         if found is None:
-            return False
+            return None
         cache = self.cache
         generations = cache.generations
         if not generations.trusted or generations.version != found.version:
-            return False
+            return None
         l1 = cache.store.l1
         record = l1.lookup(found.key) if l1 is not None else None
         if type(record) is not CachedResponse or record.revalidate:
-            return False
+            return None
         now = cache.clock()
         age = record.initial_age + now - record.stored_at  # inlined CachedResponse.age/ttl
         if age < 0:
             age = 0.0
         ttl = record.fresh_for - age
         if ttl <= 0:
-            return False
+            return None
         whole_age, whole_ttl = int(age), int(ttl)
         if found.record is record and found.age == whole_age and found.ttl == whole_ttl:
             headers = found.headers.copy()
@@ -323,10 +330,11 @@ class _Memo:
             found.record, found.age, found.ttl = record, whole_age, whole_ttl
             found.headers, headers = headers, headers.copy()
         cache.record_l1_hit(record.route, found.tenant)
-        await send({"type": "http.response.start", "status": record.status, "headers": headers})
         body = b"" if scope["method"] == "HEAD" else record.body
-        await send({"type": "http.response.body", "body": body})
-        return True
+        return (
+            {"type": "http.response.start", "status": record.status, "headers": headers},
+            {"type": "http.response.body", "body": body},
+        )
 
 
 def _header_of(name: str) -> str:
