@@ -56,65 +56,98 @@ def encode(key: str, record: Record) -> bytes:
 
 def _check(condition: bool, what: str) -> None:
     if not condition:
-        raise DecodeError(f"malformed entry: {what}")
+        raise _malformed(what)
+
+
+def _malformed(what: str) -> DecodeError:
+    return DecodeError(f"malformed entry: {what}")
+
+
+# Checks are written out inline below (no helper call per field or pair): decoding is on
+# the path of every L2 hit.
+_NUMBERS = (int, float)  # exact types: a bool is not a number here
 
 
 def _headers(raw: Any) -> tuple[tuple[bytes, bytes], ...]:
-    _check(isinstance(raw, list), "headers")
+    if type(raw) is not list:
+        raise _malformed("headers")
     pairs = []
     for pair in raw:
-        _check(isinstance(pair, list) and len(pair) == 2, "header pair")
+        if type(pair) is not list or len(pair) != 2:
+            raise _malformed("header pair")
         name, value = pair
-        _check(isinstance(name, bytes) and isinstance(value, bytes), "header type")
+        if type(name) is not bytes or type(value) is not bytes:
+            raise _malformed("header type")
         pairs.append((name, value))
     return tuple(pairs)
 
 
 def _vary(raw: Any) -> tuple[tuple[str, str | None], ...]:
-    _check(isinstance(raw, list), "vary")
+    if type(raw) is not list:
+        raise _malformed("vary")
     pairs = []
     for pair in raw:
-        _check(isinstance(pair, list) and len(pair) == 2, "vary pair")
+        if type(pair) is not list or len(pair) != 2:
+            raise _malformed("vary pair")
         name, value = pair
-        _check(isinstance(name, str) and (value is None or isinstance(value, str)), "vary type")
+        if type(name) is not str or (value is not None and type(value) is not str):
+            raise _malformed("vary type")
         pairs.append((name, value))
     return tuple(pairs)
 
 
-def _number(value: Any) -> float:
-    _check(isinstance(value, (int, float)) and not isinstance(value, bool), "number")
-    return float(value)
-
-
 def _response(fields: list[Any]) -> CachedResponse:
-    _check(len(fields) == 15, "field count")
-    status, headers, body, stored_at, fresh_for, initial_age, etag, lm, vary, reval, tags = fields[
-        :11
-    ]
-    stale_for, swr, sie = (_number(value) for value in fields[11:14])
-    route = fields[14]
-    _check(isinstance(route, str), "route")
-    _check(isinstance(status, int) and 100 <= status <= 599, "status")
-    _check(isinstance(body, bytes), "body")
-    _check(isinstance(etag, str), "etag")
-    _check(lm is None or isinstance(lm, (int, float)), "last-modified")
-    _check(isinstance(reval, bool), "revalidate")
-    _check(isinstance(tags, list) and all(isinstance(t, str) for t in tags), "tags")
+    if len(fields) != 15:
+        raise _malformed("field count")
+    (
+        status,
+        headers,
+        body,
+        stored_at,
+        fresh_for,
+        initial_age,
+        etag,
+        lm,
+        vary,
+        reval,
+        tags,
+        stale_for,
+        swr,
+        sie,
+        route,
+    ) = fields
+    for number in (stored_at, fresh_for, initial_age, stale_for, swr, sie):
+        if type(number) not in _NUMBERS:
+            raise _malformed("number")
+    if type(route) is not str:
+        raise _malformed("route")
+    if type(status) is not int or not 100 <= status <= 599:
+        raise _malformed("status")
+    if type(body) is not bytes:
+        raise _malformed("body")
+    if type(etag) is not str:
+        raise _malformed("etag")
+    if lm is not None and type(lm) not in _NUMBERS:
+        raise _malformed("last-modified")
+    if type(reval) is not bool:
+        raise _malformed("revalidate")
+    if type(tags) is not list or any(type(tag) is not str for tag in tags):
+        raise _malformed("tags")
     return CachedResponse(
         status=status,
         headers=_headers(headers),
         body=body,
-        stored_at=_number(stored_at),
-        fresh_for=_number(fresh_for),
-        initial_age=_number(initial_age),
+        stored_at=float(stored_at),
+        fresh_for=float(fresh_for),
+        initial_age=float(initial_age),
         etag=etag,
         last_modified=None if lm is None else float(lm),
         vary=_vary(vary),
         revalidate=reval,
         tags=tuple(tags),
-        stale_for=stale_for,
-        stale_while_revalidate=swr,
-        stale_if_error=sie,
+        stale_for=float(stale_for),
+        stale_while_revalidate=float(swr),
+        stale_if_error=float(sie),
         route=route,
     )
 

@@ -121,7 +121,8 @@ def build_client_from_settings(settings: RedisOptions) -> RedisClient | None:
         mode=settings.redis_mode,
         sentinel_service=settings.sentinel_service,
         connect_timeout=settings.redis_connect_timeout,
-        # The store enforces the per-operation budget; the socket only catches a dead peer.
+        # The store enforces the per-operation budget; the socket only catches a dead peer
+        # (a cluster client needs that to refresh its slot map; see build_client).
         socket_timeout=max(settings.redis_timeout, settings.redis_connect_timeout),
         max_connections=settings.redis_max_connections,
     )
@@ -150,7 +151,12 @@ def build_client(
     """
     common: dict[str, Any] = {
         "socket_connect_timeout": connect_timeout,
-        "socket_timeout": socket_timeout,
+        # Standalone and Sentinel: no socket timeout. Every command of the cache runs under
+        # its own budget, which abandons a hung one (and redis-py then drops the
+        # connection); a socket timeout only added a task per command (redis-py wraps each
+        # write in asyncio.wait_for, which makes a task before Python 3.12). A cluster
+        # client keeps it: a timeout is what makes it refresh its slot map.
+        "socket_timeout": socket_timeout if mode == "cluster" else None,
         "health_check_interval": HEALTH_CHECK_INTERVAL,
         "max_connections": max_connections,
     }
@@ -169,7 +175,7 @@ def build_client(
             raise ConfigurationError(
                 "invalid cache settings: TIERED_CACHE_SENTINEL_SERVICE is required in sentinel mode"
             )
-        return _sentinel(nodes, options, common, retry, sentinel_service)
+        return _sentinel(nodes, options, common, retry, sentinel_service, socket_timeout)
     raise ConfigurationError(f"TIERED_CACHE_REDIS_MODE: unknown mode {mode!r}")
 
 
@@ -200,6 +206,7 @@ def _sentinel(
     common: dict[str, Any],
     retry: Retry,
     service: str,
+    socket_timeout: float,
 ) -> Redis:
     sentinel_auth = {
         key.removeprefix("sentinel_"): options.pop(key)
@@ -207,8 +214,10 @@ def _sentinel(
         if key in options
     }
     ssl = options.pop("connection_class", None) is SSLConnection
-    socket = {k: v for k, v in common.items() if k.startswith("socket_")}
-    # A sentinel that does not answer is skipped for the next one, not retried.
+    # A sentinel that does not answer is skipped for the next one, not retried: that
+    # needs a socket timeout on the connections to the sentinels.
+    socket = {**{k: v for k, v in common.items() if k.startswith("socket_")}}
+    socket["socket_timeout"] = socket_timeout
     sentinel_kwargs = {**socket, **sentinel_auth, "retry": Retry(NoBackoff(), 0), "ssl": ssl}
     sentinel = Sentinel(nodes, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
     client: Redis = sentinel.master_for(

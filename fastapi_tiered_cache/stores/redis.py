@@ -76,16 +76,18 @@ class _LoopLag:
             self._handle = self.loop.call_at(self._last + self.period, self._beat)
 
     def release(self) -> None:
+        # The heartbeat stops itself at its next beat if nobody is left: cheaper than a
+        # new timer for every operation of a mostly idle process.
         self._users -= 1
-        if self._users <= 0 and self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
 
     def _beat(self) -> None:
         now = self.loop.time()
         if now - self._last > 2 * self.period:  # ran more than one period late
             self._stalled += now - self._last
         self._last = now
+        if self._users <= 0 or self.loop.is_closed():
+            self._handle = None
+            return
         self._handle = self.loop.call_at(now + self.period, self._beat)
 
     def stalled(self) -> float:
@@ -161,19 +163,33 @@ class RedisStore:
         lag = self._lag_for(loop)
         attempt = _Attempt()
         lag.acquire()
-        task = asyncio.ensure_future(self._call(operation, lag, attempt))
+        task = loop.create_task(self._call(operation, lag, attempt))
         started, stalled = loop.time(), lag.stalled()
+        woken = loop.create_future()
+
+        def wake(_: object = None) -> None:  # the command ended, or a deadline to check
+            if not woken.done():
+                woken.set_result(None)
 
         def spent() -> float:  # budget used: time the loop could have handled an answer
             return loop.time() - started - (lag.stalled() - stalled)
 
+        # A future, a done callback and a timer: what asyncio.wait does, without its sets,
+        # copies and second future on every operation.
+        task.add_done_callback(wake)
         try:
             while not task.done():
                 left = timeout - spent()
                 if left <= 0 or loop.time() - started >= timeout * self.max_stretch:
                     raise self._gave_up(what, attempt, left, timeout)
                 limit = started + timeout * self.max_stretch - loop.time()
-                await asyncio.wait((task,), timeout=min(left, limit))
+                deadline = loop.call_later(min(left, limit), wake)
+                try:
+                    await woken
+                finally:
+                    deadline.cancel()
+                if not task.done():
+                    woken = loop.create_future()
             return task.result()
         except MaxConnectionsError as exc:
             raise Overloaded(f"redis {what}: connection pool exhausted") from exc
