@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 from cachetools import TTLCache
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from .exceptions import CacheError, StoreUnavailable
@@ -61,14 +62,24 @@ end
 return 0
 """
 # Compare-and-delete, then wake the waiters (even if the lease had expired: they may still
-# be parked on it), in one round trip.
+# be parked on it), in one round trip. A waiter marks the lease (KEYS[2]) before it parks,
+# so the wake-up is published only when someone waits: a miss nobody waited on costs the
+# fleet no message. Where the mark cannot share the lease's node (a cluster), ARGV[4] = 1
+# publishes always.
 _RELEASE = """
 local released = 0
 if redis.call('get', KEYS[1]) == ARGV[1] then
   released = redis.call('del', KEYS[1])
 end
-redis.call('publish', ARGV[2], ARGV[3])
+if ARGV[4] == '1' or redis.call('del', KEYS[2]) == 1 then
+  redis.call('publish', ARGV[2], ARGV[3])
+end
 return released
+"""
+# A waiter: mark the lease as waited on, then say whether it is still held.
+_WAIT = """
+redis.call('set', KEYS[2], '1', 'PX', ARGV[1])
+return redis.call('exists', KEYS[1])
 """
 
 
@@ -213,6 +224,8 @@ class FleetLease:
         self._recheck = lease_ttl / 2  # seconds between safety checks of a waited-on lease
         self._renew_script = client.register_script(_RENEW)
         self._release_script = client.register_script(_RELEASE)
+        self._wait_script = client.register_script(_WAIT)
+        self._always_wake = isinstance(client, RedisCluster)
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._renewals: dict[str, asyncio.Task[None]] = {}
         self._releases: set[asyncio.Task[None]] = set()
@@ -224,9 +237,34 @@ class FleetLease:
     def _lease_key(self, key: str) -> str:
         return f"{self.namespace}:lease:{key}"
 
+    def _waited_key(self, key: str) -> str:
+        # The lease key as a hash tag: the same slot as the lease wherever it lives.
+        return f"{{{self._lease_key(key)}}}:waited"
+
+    def lease_key(self, key: str) -> str:
+        """The Redis key of the lease on ``key``."""
+        return self._lease_key(key)
+
+    @property
+    def lease_ms(self) -> int:
+        return max(1, int(self.lease_ttl * 1000))
+
+    @staticmethod
+    def new_token() -> str:
+        return secrets.token_hex(16)
+
+    def adopt(self, lease: Lease) -> Lease:
+        """Hold a lease taken elsewhere (with a lookup, by ``RedisStore.get_or_lease``):
+        renew it while held, and listen for wake-ups like ``acquire`` does."""
+        if self._closed:
+            return Lease(lease.key, lease.token, fleet=False)
+        self._listen()
+        self._renew_while_held(lease)
+        return lease
+
     async def acquire(self, key: str) -> Lease | None:
         """A lease on ``key``, or None while another process holds one."""
-        token = secrets.token_hex(16)
+        token = self.new_token()
         if self._closed:
             return Lease(key, token, fleet=False)
         self._listen()  # subscribe early: this process may soon wait on someone
@@ -252,10 +290,14 @@ class FleetLease:
             ):
                 return None
         lease = Lease(key, token)
+        self._renew_while_held(lease)
+        return lease
+
+    def _renew_while_held(self, lease: Lease) -> None:
+        token = lease.token
         renewal = asyncio.ensure_future(self._renew(lease))
         self._renewals[token] = renewal
         renewal.add_done_callback(lambda _: self._renewals.pop(token, None))
-        return lease
 
     async def release(self, lease: Lease) -> None:
         """Give the lease up (only if still ours), then wake this key's waiters fleet-wide.
@@ -294,9 +336,7 @@ class FleetLease:
                 await within(self._subscribed.wait(), budget)
             while True:
                 try:
-                    held = await self._call(
-                        lambda: self.client.exists(self._lease_key(key)), "lease EXISTS"
-                    )
+                    held = await self._call(lambda: self._still_held(key), "lease EXISTS")
                 except StoreUnavailable:
                     return False
                 if not held:
@@ -314,6 +354,12 @@ class FleetLease:
                 waiters.discard(woken)
                 if not waiters:
                     del self._waiters[key]
+
+    async def _still_held(self, key: str) -> Any:
+        if self._always_wake:
+            return await self.client.exists(self._lease_key(key))
+        keys = [self._lease_key(key), self._waited_key(key)]
+        return await self._wait_script(keys=keys, args=[self.lease_ms])
 
     async def close(self) -> None:
         """Stop listening and renewing; held leases expire within ``lease_ttl``."""
@@ -364,7 +410,9 @@ class FleetLease:
     async def _give_up(self, lease: Lease) -> None:
         with contextlib.suppress(StoreUnavailable):
             keys = [self._lease_key(lease.key)]
-            args = [lease.token, self.channel, lease.key]
+            if not self._always_wake:
+                keys.append(self._waited_key(lease.key))
+            args = [lease.token, self.channel, lease.key, "1" if self._always_wake else "0"]
             await self._call(lambda: self._release_script(keys=keys, args=args), "lease release")
 
     def _bind(self) -> None:

@@ -175,17 +175,23 @@ class Invalidator:
         """Index an L2 entry; failures are logged, never raised (the entry still expires)."""
         if self.client is None:
             return
-        now = self.clock()
-        seconds = int(ttl) + 2
-        # One pipeline (one round trip per node) of EVALs: a cluster routes each by its key.
-        commands = [
-            ("eval", (_INDEX_ADD, 1, self.redis_key(name), now, now + ttl, key, seconds))
-            for name in names
-        ]
+        commands = self.index_commands(key, names, ttl)
         try:
             await self.run(lambda: self._pipeline(commands), "index", 4)
         except StoreUnavailable as exc:
             logger.debug("index update failed: %s", exc, extra={"event": "index_error"})
+
+    def index_commands(
+        self, key: str, names: Iterable[str], ttl: float
+    ) -> list[tuple[str, tuple[Any, ...]]]:
+        """The commands that index an L2 entry, for a pipeline: EVALs, which a cluster
+        routes by their one key (the script text is cached by Redis)."""
+        now = self.clock()
+        seconds = int(ttl) + 2
+        return [
+            ("eval", (_INDEX_ADD, 1, self.redis_key(name), now, now + ttl, key, seconds))
+            for name in names
+        ]
 
     # -- purging --------------------------------------------------------------------
     def seen_since(self, names: Iterable[str], since: int) -> bool:

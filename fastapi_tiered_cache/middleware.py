@@ -24,14 +24,14 @@ import logging
 from collections.abc import Iterable
 from email.utils import formatdate
 from time import perf_counter
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .cache import TieredCache
 from .cache_control import EMPTY, CacheControl, parse_cache_control, parse_http_date, parse_vary
-from .coalesce import LeaderFailed, should_refresh_early
+from .coalesce import LeaderFailed, Lease, should_refresh_early
 from .conditional import NOT_MODIFIED_HEADERS, is_not_modified, make_etag, select_range
 from .entry import CachedResponse, VaryPointer
 from .exceptions import StoreUnavailable
@@ -152,6 +152,9 @@ class TieredCacheMiddleware:
 
 
 _MemoKey = tuple[Any, ...]
+# The fleet lease as a lookup left it: ours (a ``Lease``), held by another process
+# (``False``), or not asked (``None``).
+Early = Lease | Literal[False] | None
 
 
 class _Mapping:
@@ -394,12 +397,35 @@ class _Responder:
         config_names = cache.vary_names(rule, inputs)
         keyed = cache.keyed_request(info, rule)
         primary = cache.key_for(keyed, identity, vary_values(info, config_names), generation)
-        key, names, record, tier = await self.lookup(
+        key, names, record, tier, early = await self.lookup(
             keyed, identity, generation, primary, config_names
         )
         fetch = _Fetch(self, info, identity, rule, generation, primary, key, names)
         fetch.keyed = keyed
         fetch.config_names = config_names  # the names the primary key was built with
+        fetch.early = early
+        fetch.credential_headers = inputs.credential_headers
+        try:
+            await self.answer(fetch, record, tier, version, started, scope, receive, send)
+        finally:
+            if isinstance(fetch.early, Lease) and cache.fleet is not None:
+                await cache.fleet.release(fetch.early)  # taken with the lookup, never used
+
+    async def answer(
+        self,
+        fetch: _Fetch,
+        record: CachedResponse | VaryPointer | None,
+        tier: Tier | None,
+        version: int,
+        started: float,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """Serve what the lookup found (fresh, stale, revalidated) or go to the origin."""
+        cache = self.cache
+        info, rule, identity, generation = fetch.info, fetch.rule, fetch.identity, fetch.generation
+        key, names = fetch.key, fetch.names
         honour = cache.settings.honour_request_cache_control and fetch.request_cc is not EMPTY
         if isinstance(record, CachedResponse):
             now = cache.clock()
@@ -409,7 +435,7 @@ class _Responder:
                 not honour or request_allows(fetch.request_cc, record, now)
             ):
                 if self.memo is not None and generation is not None and _plain(info, rule, cache):
-                    learnt = (*names, *inputs.credential_headers, *(n for n, _ in record.vary))
+                    learnt = (*names, *fetch.credential_headers, *(n for n, _ in record.vary))
                     self.memo.remember(scope, key, version, identity.tenant, learnt)
                 await self.replay(info, record, tier, send, rule=rule, tenant=identity.tenant)
                 if started:
@@ -491,14 +517,20 @@ class _Responder:
 
         async def compute() -> CachedResponse | None:
             nonlocal responded
-            fleet = cache.fleet if cache.l2_usable else None  # open breaker: in-process only
-            lease = await fleet.acquire(key) if fleet is not None else None
-            if fleet is not None:
+            early = fetch.early
+            fleet = cache.fleet if cache.l2_usable or isinstance(early, Lease) else None
+            lease: Lease | None = None
+            if fleet is not None:  # else: the breaker is open, coalesce in-process only
+                if isinstance(early, Lease):  # taken atomically with a lookup that missed
+                    fetch.early = None
+                    lease = fleet.adopt(early)
+                elif early is None:
+                    lease = await fleet.acquire(key)
                 if lease is None and not await fleet.wait_for(key):
                     pass  # the holder took too long: compute it ourselves
-                else:
-                    # Woken by the holder, or we hold the lease but the previous holder may
-                    # have stored it since our lookup: look again before computing.
+                elif lease is None or early is None:
+                    # Woken by the holder, or we took the lease after our lookup (so the
+                    # previous holder may have stored it since): look again first.
                     found = await cache.store.lookup_remote(key)
                     if isinstance(found, CachedResponse) and found.is_fresh(cache.clock()):
                         if lease is not None:
@@ -538,20 +570,43 @@ class _Responder:
         generation: str | None,
         key: str,
         names: tuple[str, ...],
-    ) -> tuple[str, tuple[str, ...], CachedResponse | VaryPointer | None, Tier | None]:
-        """Find the entry for a request, following a Vary pointer at most once."""
-        found = await self.cache.store.get(key)
+    ) -> tuple[str, tuple[str, ...], CachedResponse | VaryPointer | None, Tier | None, Early]:
+        """Find the entry for a request, following a Vary pointer at most once.
+
+        When it is in neither tier, the fleet lease on its key was tried in the same round
+        trip (see ``Early``), so that a miss costs one round trip before the origin.
+        """
+        found, early = await self.get(key, generation)
         if found is None:
-            return key, names, None, None
+            return key, names, None, None, early
         record, tier = found
         if isinstance(record, VaryPointer):
             names = tuple(sorted(set(names) | set(record.names)))
             key = self.cache.key_for(info, identity, vary_values(info, names), generation)
-            found = await self.cache.store.get(key)
+            found, early = await self.get(key, generation)
             if found is None or isinstance(found[0], VaryPointer):
-                return key, names, None, None
+                return key, names, None, None, early
             record, tier = found
-        return key, names, record, tier
+        return key, names, record, tier, None
+
+    async def get(
+        self, key: str, generation: str | None
+    ) -> tuple[tuple[CachedResponse | VaryPointer, Tier] | None, Early]:
+        cache = self.cache
+        fleet = cache.fleet
+        if (
+            fleet is None
+            or generation is None
+            or not cache.settings.coalesce
+            or key in cache.hit_for_miss
+            or not cache.l2_usable
+        ):
+            return await cache.store.get(key), None
+        token = fleet.new_token()
+        found, won = await cache.store.get_or_lease(
+            key, fleet.lease_key(key), token, fleet.lease_ms
+        )
+        return found, None if won is None else (Lease(key, token) if won else False)
 
     async def write(self, info: RequestInfo, scope: Scope, receive: Receive, send: Send) -> None:
         """An unsafe request: once it succeeds, purge what it changed, then answer.
@@ -688,6 +743,8 @@ class _Fetch:
         self.key = key
         self.names = names
         self.forward = "miss"
+        self.early: Early = None  # the fleet lease as the lookup left it
+        self.credential_headers: tuple[str, ...] = ()  # the route's, for the memo
         cc = info.headers.get("cache-control")
         self.request_cc: CacheControl = parse_cache_control(cc) if cc else EMPTY
 
@@ -1022,11 +1079,14 @@ class _Capture:
         invalidator.record_local(key, index)
         if fetch.generation is None:
             return  # generations unknown (Redis unreachable): this process's L1 only
-        await store.set_remote(key, record, ttl)
+        entries: list[tuple[str, CachedResponse | VaryPointer, float]] = [(key, record, ttl)]
         if pointer is not None:
-            await store.set_remote(fetch.primary, pointer, ttl)
-        if self.cache.l2_usable:
-            await invalidator.record_remote(key, index, ttl)
+            entries.append((fetch.primary, pointer, ttl))
+        indexed = invalidator.client is not None and self.cache.l2_usable
+        # Entries and their index updates: one pipeline, one round trip.
+        await store.set_remote_many(
+            entries, invalidator.index_commands(key, index, ttl) if indexed else []
+        )
 
     async def store_and_replay_revalidated(self, stale: CachedResponse) -> None:
         """A 304 from the origin: freshen the stored entry (RFC 9111 §4.3.4) and serve it."""

@@ -269,6 +269,40 @@ async def test_a_wake_up_is_for_its_key_only(fleets: MakeFleet) -> None:
     await holder.release(lease_b)
 
 
+async def test_a_release_nobody_waited_on_wakes_nobody(fleets: MakeFleet, redis_url: str) -> None:
+    """Most misses are waited on by no one: their release must not message every process
+    of the fleet. Once a waiter has marked the lease, the release wakes it."""
+    holder, other = fleets(), fleets()
+    listener = aioredis.Redis.from_url(redis_url)
+    pubsub = listener.pubsub()
+    await pubsub.subscribe("t:lease-wake")
+    await pubsub.get_message(timeout=1.0)  # the subscribe confirmation
+
+    async def wake_ups() -> list[bytes]:
+        found = []
+        while (message := await pubsub.get_message(timeout=0.3)) is not None:
+            found.append(message["data"])
+        return found
+
+    for n in range(5):
+        lease = await holder.acquire(f"quiet-{n}")
+        assert lease is not None
+        await holder.release(lease)
+    assert await wake_ups() == []
+
+    lease = await holder.acquire("busy")
+    assert lease is not None
+    waiting = asyncio.create_task(other.wait_for("busy"))
+    await asyncio.sleep(0.2)
+    started = time.monotonic()
+    await holder.release(lease)
+    assert await waiting is True
+    assert time.monotonic() - started < 1.0  # the wake-up, not the re-check (2.5 s)
+    assert await wake_ups() == [b"busy"]
+    await pubsub.aclose()
+    await listener.aclose()
+
+
 async def test_wait_for_a_free_key_returns_at_once(fleets: MakeFleet) -> None:
     started = time.monotonic()
     assert await fleets().wait_for("nobody-holds-this") is True

@@ -221,3 +221,54 @@ async def test_background_refreshes_are_bounded_and_cancelled_on_close() -> None
         assert len(cache.refreshing) == 2
     await asyncio.wait_for(cache.close(), 2)
     assert not cache.background
+
+
+async def _commands(admin: aioredis.Redis) -> dict[str, int]:
+    stats = await admin.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+async def test_a_miss_costs_one_round_trip_before_the_origin(redis_url: str) -> None:
+    """The lookup that misses also takes the fleet lease (one script call): no separate
+    SET NX, and no second look after it."""
+    admin = aioredis.Redis.from_url(redis_url)
+    seen_by_origin: list[dict[str, int]] = []
+
+    async def origin(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen_by_origin.append(await _commands(admin))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": scope["path"].encode()})
+
+    client = aioredis.Redis.from_url(redis_url)
+    cache = make_cache(redis=client, redis_timeout=0.5)
+    async with client_for(origin, cache) as http:
+        await http.get("/warm")  # loads the scripts and the generation counters
+        await admin.config_resetstat()
+        before = await _commands(admin)
+        response = await http.get("/cold")
+    await client.aclose()
+    assert response.headers["x-cache"] == "MISS"
+    during = seen_by_origin[-1]
+    sent = {
+        name: during.get(name, 0) - before.get(name, 0)
+        for name in during
+        if name not in ("info", "config|resetstat")
+    }
+    # One EVALSHA; the GET and the SET NX counted are the ones the script ran.
+    assert {name: n for name, n in sent.items() if n} == {"evalsha": 1, "get": 1, "set": 1}
+    await admin.aclose()
+
+
+async def test_a_lease_taken_by_a_lookup_but_not_used_is_released(redis_url: str) -> None:
+    origin = SlowOrigin(delay=0)
+    client = aioredis.Redis.from_url(redis_url)
+    admin = aioredis.Redis.from_url(redis_url)
+    cache = make_cache(redis=client, redis_timeout=0.5, honour_request_cache_control=True)
+    async with client_for(origin, cache) as http:
+        response = await http.get("/cold", headers={"cache-control": "only-if-cached"})
+        assert response.status_code == 504
+        assert [key async for key in admin.scan_iter("*lease*")] == []
+        assert (await http.get("/cold")).headers["x-cache"] == "MISS"  # nobody waits on it
+    assert origin.calls == 1
+    await client.aclose()
+    await admin.aclose()

@@ -49,6 +49,18 @@ logger = logging.getLogger("fastapi_tiered_cache")
 T = TypeVar("T")
 Report = Callable[[Event, str], None]
 
+# A lookup that, when the entry is absent, also tries to take the fleet lease on it: a
+# miss costs one round trip before the origin, not three (GET, SET NX, GET again). A retry
+# after a lost reply finds our own token: the lease is ours.
+_GET_OR_LEASE = """
+local value = redis.call('GET', KEYS[1])
+if value then return {1, value} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, 1} end
+if redis.call('GET', KEYS[2]) == ARGV[1] then return {0, 1} end
+return {0, 0}
+"""
+Command = tuple[str, tuple[Any, ...]]  # a client method name and its arguments
+
 _MIN_BEAT = 0.002  # seconds; above the 1 ms rounding of epoll timeouts
 _MAX_BEAT = 0.010  # seconds
 
@@ -140,6 +152,11 @@ class RedisStore:
         self.report = report
         self.decode_errors = 0
         self._lag: _LoopLag | None = None
+        self._get_or_lease: Any = None
+        # Both keys of the script must live on one node: not so on a cluster.
+        self.leases_with_lookups = not isinstance(client, RedisCluster) and hasattr(
+            client, "register_script"
+        )
 
     def _lag_for(self, loop: asyncio.AbstractEventLoop) -> _LoopLag:
         lag = self._lag
@@ -235,8 +252,25 @@ class RedisStore:
 
     async def get(self, key: str) -> Record | None:
         data = await self._run(lambda: self.client.get(key), "GET")
-        if data is None:
-            return None
+        return None if data is None else await self._decoded(key, data)
+
+    async def get_or_lease(
+        self, key: str, lease_key: str, token: str, lease_ms: int
+    ) -> tuple[Record | None, bool]:
+        """``get(key)``; when the entry is absent, also ``SET lease_key token NX PX
+        lease_ms`` in the same round trip. Returns the record (or None) and whether the
+        lease is ours. Only where ``leases_with_lookups`` (not on a cluster)."""
+        if self._get_or_lease is None:
+            self._get_or_lease = self.client.register_script(_GET_OR_LEASE)
+        keys, args = [key, lease_key], [token, lease_ms]
+        found, payload = await self._run(
+            lambda: self._get_or_lease(keys=keys, args=args), "GET+lease"
+        )
+        if found:
+            return await self._decoded(key, payload), False
+        return None, bool(payload)
+
+    async def _decoded(self, key: str, data: bytes) -> Record | None:
         try:
             return decode(key, data)
         except DecodeError as exc:
@@ -253,6 +287,29 @@ class RedisStore:
             return
         value = encode(key, record)
         await self._run(lambda: self.client.set(key, value, px=milliseconds), "SET")
+
+    async def set_many(
+        self, entries: Iterable[tuple[str, Record, float]], then: Iterable[Command] = ()
+    ) -> None:
+        """Store ``(key, record, ttl)`` entries, then run ``then`` (single-key commands such
+        as index updates), in one pipeline: one round trip (per node on a cluster)."""
+        commands: list[Command] = []
+        for key, record, ttl in entries:
+            milliseconds = int(ttl * 1000)
+            if milliseconds > 0:
+                value = encode(key, record)
+                commands.append(("execute_command", ("SET", key, value, "PX", milliseconds)))
+        commands.extend(then)
+        if commands:
+            await self._run(lambda: self.pipeline(commands), "SET pipeline", 2)
+
+    async def pipeline(self, commands: list[Command]) -> list[Any]:
+        """Run commands in one non-transactional pipeline (no budget of its own: pass it to
+        ``run``). Commands are ``(name, args)``, ``name`` a method of the client."""
+        pipe = self.client.pipeline(transaction=False)
+        for name, args in commands:
+            getattr(pipe, name)(*args)
+        return list(await pipe.execute())
 
     async def delete(self, key: str) -> None:
         await self._run(lambda: self.client.delete(key), "DEL")

@@ -26,6 +26,7 @@ from ..metrics import Event
 from .base import Store, TimeoutRunner
 from .breaker import CircuitBreaker
 from .memory import MemoryStore
+from .redis import Command, RedisStore
 
 __all__ = ["Tier", "TieredStore"]
 
@@ -170,12 +171,49 @@ class TieredStore:
         record = await self.lookup_remote(key)
         return None if record is None else (record, Tier.L2)
 
+    async def get_or_lease(
+        self, key: str, lease_key: str, token: str, lease_ms: int
+    ) -> tuple[tuple[Record, Tier] | None, bool | None]:
+        """``get(key)``, and on a miss in both tiers the answer of an attempt to take the
+        fleet lease ``lease_key`` in the same round trip: True (ours), False (another holds
+        it), None (not asked: L2 cannot do both at once, faulted, or the breaker is open)."""
+        record = self.lookup_local(key)
+        if record is not None:
+            return (record, Tier.L1), None
+        l2 = self.l2
+        if not isinstance(l2, RedisStore) or not l2.leases_with_lookups:
+            found = await self.lookup_remote(key)
+            return (None if found is None else (found, Tier.L2)), None
+        answer = await self._remote(
+            lambda _: l2.get_or_lease(key, lease_key, token, lease_ms), None
+        )
+        if answer is None:
+            return None, None
+        record, won = answer
+        if record is None:
+            return None, won
+        if self.l1 is not None:
+            self.l1.put(key, record, self._l1_ttl(record))
+        return (record, Tier.L2), None
+
     def set_local(self, key: str, record: Record, ttl: float) -> None:
         if self.l1 is not None:
             self.l1.put(key, record, self._l1_ttl(record, ttl))
 
     async def set_remote(self, key: str, record: Record, ttl: float) -> None:
         await self._remote(lambda l2: l2.set(key, record, ttl), None)
+
+    async def set_remote_many(
+        self, entries: list[tuple[str, Record, float]], then: list[Command] | None = None
+    ) -> None:
+        """Entries (and ``then``, single-key commands such as index updates) to L2 in one
+        pipeline when it can, else one by one (``then`` is dropped where L2 is not Redis)."""
+        l2 = self.l2
+        if isinstance(l2, RedisStore):
+            await self._remote(lambda _: l2.set_many(entries, then or ()), None)
+            return
+        for key, record, ttl in entries:
+            await self.set_remote(key, record, ttl)
 
     async def set(self, key: str, record: Record, ttl: float) -> None:
         self.set_local(key, record, ttl)
