@@ -315,6 +315,19 @@ class FleetLease:
         job.add_done_callback(self._releases.discard)
         await asyncio.shield(job)
 
+    def release_command(self, lease: Lease) -> tuple[str, tuple[Any, ...]] | None:
+        """The release of ``lease`` as one command of a pipeline (the store's, after the
+        entry's ``SET``, so a woken waiter finds the entry), its renewal stopped. None where
+        that cannot be done (a cluster: the pipeline's commands run on several nodes in no
+        set order): then call ``release``."""
+        if not lease.fleet or self._closed or self._always_wake:
+            return None
+        renewal = self._renewals.pop(lease.token, None)
+        if renewal is not None:
+            renewal.cancel()
+        keys = (self._lease_key(lease.key), self._waited_key(lease.key))
+        return ("eval", (_RELEASE, 2, *keys, lease.token, self.channel, lease.key, "0"))
+
     async def wait_for(self, key: str, timeout: float | None = None) -> bool:
         """Wait until the lease on ``key`` is released or gone (an owner that died).
 

@@ -526,6 +526,7 @@ class _Responder:
                     lease = fleet.adopt(early)
                 elif early is None:
                     lease = await fleet.acquire(key)
+                fetch.lease = lease
                 if lease is None and not await fleet.wait_for(key):
                     pass  # the holder took too long: compute it ourselves
                 elif lease is None or early is None:
@@ -540,7 +541,7 @@ class _Responder:
                 responded = True
                 stored = await fetch(scope, receive, send)
             finally:
-                if lease is not None and fleet is not None:
+                if lease is not None and fleet is not None and not fetch.lease_released:
                     await fleet.release(lease)
             if stored is None:
                 cache.hit_for_miss.remember(key)
@@ -600,6 +601,7 @@ class _Responder:
             or not cache.settings.coalesce
             or key in cache.hit_for_miss
             or not cache.l2_usable
+            or not cache.store.misses_likely
         ):
             return await cache.store.get(key), None
         token = fleet.new_token()
@@ -744,6 +746,8 @@ class _Fetch:
         self.names = names
         self.forward = "miss"
         self.early: Early = None  # the fleet lease as the lookup left it
+        self.lease: Lease | None = None  # the fleet lease held while computing
+        self.lease_released = False  # by the store's pipeline
         self.credential_headers: tuple[str, ...] = ()  # the route's, for the memo
         cc = info.headers.get("cache-control")
         self.request_cc: CacheControl = parse_cache_control(cc) if cc else EMPTY
@@ -1083,10 +1087,15 @@ class _Capture:
         if pointer is not None:
             entries.append((fetch.primary, pointer, ttl))
         indexed = invalidator.client is not None and self.cache.l2_usable
-        # Entries and their index updates: one pipeline, one round trip.
-        await store.set_remote_many(
-            entries, invalidator.index_commands(key, index, ttl) if indexed else []
-        )
+        then = invalidator.index_commands(key, index, ttl) if indexed else []
+        fleet, lease = self.cache.fleet, fetch.lease
+        if lease is not None and fleet is not None and store.pipelines and self.cache.l2_usable:
+            release = fleet.release_command(lease)
+            if release is not None:
+                then.append(release)
+                fetch.lease_released = True
+        # Entries, their index updates and the lease's release: one pipeline, one round trip.
+        await store.set_remote_many(entries, then)
 
     async def store_and_replay_revalidated(self, stale: CachedResponse) -> None:
         """A 304 from the origin: freshen the stored entry (RFC 9111 §4.3.4) and serve it."""
