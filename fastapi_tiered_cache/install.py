@@ -99,11 +99,13 @@ def _front_class(base: type[Starlette]) -> type[Starlette]:
             root_path = getattr(self, "root_path", "")
             if root_path:  # what FastAPI.__call__ does first, so keys see the same scope
                 scope["root_path"] = root_path
-            answer = memo.answer(scope)
-            if answer is not None:
-                await send(answer[0])
-                await send(answer[1])
-                return
+            found = memo.find(scope)
+            if found is not None:
+                answer = memo.local(found, scope) or await memo.remote(found, scope)
+                if answer is not None:
+                    await send(answer[0])
+                    await send(answer[1])
+                    return
         await base.__call__(self, scope, receive, send)
 
     front = type(

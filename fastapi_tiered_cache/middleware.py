@@ -121,11 +121,13 @@ class TieredCacheMiddleware:
         if scope["type"] == "http" and self.cache.settings.enabled:
             memo = self.memo
             if memo is not None and not self.memo_in_front:
-                answer = memo.answer(scope)
-                if answer is not None:
-                    await send(answer[0])
-                    await send(answer[1])
-                    return
+                found = memo.find(scope)
+                if found is not None:
+                    answer = memo.local(found, scope) or await memo.remote(found, scope)
+                    if answer is not None:
+                        await send(answer[0])
+                        await send(answer[1])
+                        return
             await _Responder(self.app, self.cache, memo)(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(scope, receive, send)
@@ -161,7 +163,7 @@ class _Mapping:
     """Where the memo sends a request, and the headers of its last replay: within one
     second of age the same ones serve again."""
 
-    __slots__ = ("age", "headers", "key", "record", "tenant", "ttl", "version")
+    __slots__ = ("age", "headers", "key", "record", "tenant", "tier", "ttl", "version")
 
     def __init__(self, key: str, version: int, tenant: str) -> None:
         self.key = key
@@ -169,6 +171,7 @@ class _Mapping:
         self.tenant = tenant
         self.record: CachedResponse | None = None
         self.age = self.ttl = -1
+        self.tier = b""
         self.headers: list[tuple[bytes, bytes]] = []
 
 
@@ -211,7 +214,7 @@ class _Memo:
     def applies(cache: TieredCache) -> bool:
         s = cache.settings
         plugins = cache.identity_resolver or cache.tenant_resolver or s.key_builder
-        return cache.store.l1 is not None and not plugins and not s.early_refresh
+        return not plugins and not s.early_refresh
 
     @staticmethod
     def static_watched(settings: CacheSettings) -> frozenset[bytes]:
@@ -293,9 +296,8 @@ class _Memo:
             del keys[next(iter(keys))]  # the oldest mapping
         keys[memo_key] = _Mapping(key, version, tenant)
 
-    def answer(self, scope: Scope) -> tuple[Message, Message] | None:
-        """The two messages of the response, when the memo can answer (no await: the
-        caller sends them, so a hit costs no coroutine of its own)."""
+    def find(self, scope: Scope) -> _Mapping | None:
+        """Where a request seen before goes, if that still holds (generations unmoved)."""
         if not self.enabled:
             return None
         memo_key = self.key_of(scope)
@@ -307,15 +309,49 @@ class _Memo:
             return None
         if found is None:
             return None
-        cache = self.cache
-        generations = cache.generations
+        generations = self.cache.generations
         if not generations.trusted or generations.version != found.version:
             return None
-        l1 = cache.store.l1
-        record = l1.lookup(found.key) if l1 is not None else None
-        if type(record) is not CachedResponse or record.revalidate:
+        return found
+
+    def answer(self, scope: Scope) -> tuple[Message, Message] | None:
+        """The two messages of the response from L1, when the memo can answer (no await:
+        the caller sends them, so a hit costs no coroutine of its own)."""
+        found = self.find(scope)
+        if found is None:
             return None
-        now = cache.clock()
+        return self.local(found, scope)
+
+    def local(self, found: _Mapping, scope: Scope) -> tuple[Message, Message] | None:
+        l1 = self.cache.store.l1
+        record = l1.lookup(found.key) if l1 is not None else None
+        if type(record) is not CachedResponse:
+            return None
+        messages = self.replay(found, record, scope, b"l1")
+        if messages is not None:
+            self.cache.record_l1_hit(record.route, found.tenant)
+        return messages
+
+    async def remote(self, found: _Mapping, scope: Scope) -> tuple[Message, Message] | None:
+        """As ``local``, from L2 (one round trip, the hit promoted into L1): for entries
+        this process served before but no longer holds, or every hit without L1."""
+        cache = self.cache
+        if cache.store.l2 is None or not cache.l2_usable:
+            return None
+        record = await cache.store.lookup_remote(found.key)
+        if type(record) is not CachedResponse:
+            return None
+        messages = self.replay(found, record, scope, b"l2")
+        if messages is not None:
+            cache.record(Event.HIT, tier="l2", route=record.route, tenant=found.tenant)
+        return messages
+
+    def replay(
+        self, found: _Mapping, record: CachedResponse, scope: Scope, tier: bytes
+    ) -> tuple[Message, Message] | None:
+        if record.revalidate:
+            return None
+        now = self.cache.clock()
         age = record.initial_age + now - record.stored_at  # inlined CachedResponse.age/ttl
         if age < 0:
             age = 0.0
@@ -323,16 +359,21 @@ class _Memo:
         if ttl <= 0:
             return None
         whole_age, whole_ttl = int(age), int(ttl)
-        if found.record is record and found.age == whole_age and found.ttl == whole_ttl:
+        if (
+            found.record is record
+            and found.age == whole_age
+            and found.ttl == whole_ttl
+            and found.tier == tier
+        ):
             headers = found.headers.copy()
         else:
             headers = list(record.headers)
             headers.append((b"age", b"%d" % whole_age))
-            headers.append((b"cache-status", self.status_prefix + b"%d; detail=l1" % whole_ttl))
+            status = self.status_prefix + b"%d; detail=%s" % (whole_ttl, tier)
+            headers.append((b"cache-status", status))
             headers.extend(self.x_cache)
-            found.record, found.age, found.ttl = record, whole_age, whole_ttl
+            found.record, found.age, found.ttl, found.tier = record, whole_age, whole_ttl, tier
             found.headers, headers = headers, headers.copy()
-        cache.record_l1_hit(record.route, found.tenant)
         body = b"" if scope["method"] == "HEAD" else record.body
         return (
             {"type": "http.response.start", "status": record.status, "headers": headers},

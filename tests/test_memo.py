@@ -213,14 +213,20 @@ def requests(draw: st.DrawFn) -> tuple[str, Headers]:
     return draw(st.sampled_from(["/a", "/b"])), draw(st.permutations(headers))
 
 
+TIERS = st.sampled_from(["l1", "l1+l2", "l2"])
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.booleans(), st.lists(requests(), min_size=1, max_size=25))
+@given(TIERS, st.booleans(), st.lists(requests(), min_size=1, max_size=25))
 def test_every_answer_is_the_origins_answer_to_that_request(
-    vary: bool, script: list[tuple[str, Headers]]
+    tiers: str, vary: bool, script: list[tuple[str, Headers]]
 ) -> None:
     async def run() -> None:
         origin = EchoOrigin(vary="Accept-Language" if vary else None)
-        app, cache = make(origin)
+        if tiers == "l1":
+            app, cache = make(origin)
+        else:
+            app, cache = await make_l2(origin, l1_max_entries=0 if tiers == "l2" else 10_000)
         try:
             for path, headers in script:
                 answer = await ask(app, path, headers)
@@ -231,3 +237,75 @@ def test_every_answer_is_the_origins_answer_to_that_request(
             await cache.close()
 
     asyncio.run(run())
+
+
+async def make_l2(origin: Any, **options: Any) -> tuple[TieredCacheMiddleware, TieredCache]:
+    """A cache with a (fake) Redis L2 whose invalidation bus is up, as after start-up: the
+    memo trusts its generation counters only while the bus delivers."""
+    import fakeredis
+
+    clock = FakeClock()
+    cache = TieredCache(
+        CacheSettings(secret_key=SECRET, **options),
+        redis=fakeredis.FakeAsyncRedis(),
+        clock=clock,
+        l1_timer=clock,
+    )
+    cache.start_background()
+    for _ in range(200):
+        if cache.generations.trusted:
+            break
+        await asyncio.sleep(0.01)
+    assert cache.generations.trusted
+    return TieredCacheMiddleware(origin, cache=cache), cache
+
+
+class FullPaths:
+    """Counts requests that took the full path (parse, route, identify, hash)."""
+
+    def __init__(self, monkeypatch: Any) -> None:
+        from fastapi_tiered_cache import middleware
+
+        self.count = 0
+        original = middleware._Responder.__call__
+
+        async def counted(responder: Any, scope: Any, receive: Any, send: Any) -> None:
+            self.count += 1
+            await original(responder, scope, receive, send)
+
+        monkeypatch.setattr(middleware._Responder, "__call__", counted)
+
+
+async def test_without_l1_repeats_are_answered_from_l2_by_the_memo(monkeypatch: Any) -> None:
+    origin = EchoOrigin()
+    app, cache = await make_l2(origin, l1_max_entries=0)
+    full = FullPaths(monkeypatch)
+    await ask(app, "/items", [])  # miss
+    await ask(app, "/items", [])  # L2 hit through the full path: remembered
+    assert full.count == 2
+    for _ in range(3):
+        hit = await ask(app, "/items", [(b"x-request-id", b"1")])
+        assert hit.body == b"/items|-|-|"
+        assert hit.headers[b"cache-status"].endswith(b"detail=l2")
+    assert full.count == 2
+    assert origin.calls == 1
+    await cache.close()
+
+
+async def test_an_entry_gone_from_l1_is_fetched_from_l2_then_served_from_l1(
+    monkeypatch: Any,
+) -> None:
+    origin = EchoOrigin()
+    app, cache = await make_l2(origin)
+    full = FullPaths(monkeypatch)
+    await ask(app, "/items", [])
+    await ask(app, "/items", [])  # L1 hit through the full path: remembered
+    assert cache.store.l1 is not None
+    cache.store.l1.clear()  # as after L1's own lifetime ran out
+    assert (await ask(app, "/items", [])).headers[b"cache-status"].endswith(b"detail=l2")
+    assert (await ask(app, "/items", [])).headers[b"cache-status"].endswith(b"detail=l1")
+    assert full.count == 2
+    await cache.invalidate_path("/items")  # gone from both tiers: the full path, a miss
+    assert (await ask(app, "/items", [])).headers[b"x-cache"] == b"MISS"
+    assert origin.calls == 2
+    await cache.close()
