@@ -17,6 +17,13 @@ def _med(rows: dict[str, dict[str, Any]], name: str, key: str = "median_us") -> 
     return float(row[key])
 
 
+def _ttlb(rows: dict[str, dict[str, Any]], name: str) -> float | None:
+    """Median time until the client had the last byte."""
+    row = rows.get(name)
+    ttlb = row.get("ttlb") if row else None
+    return float(ttlb["median_us"]) if ttlb and ttlb.get("median_us") is not None else None
+
+
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target with its measured ratio and PASS / FAIL (or N/A when not measured)."""
     main = _by_name(results.get("main", {}).get("rows", []))
@@ -85,14 +92,23 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     for tag in ("1k", "100k"):
         for origin in ("0ms", "2ms"):
+            # Client-visible: until the client has the last byte (the store comes after it).
+            miss, bare = f"ours-miss/{tag}/{origin}", f"bare/{tag}/{origin}"
+            seen = _ttlb(main, miss)
+            stored = _med(main, miss)
             add(
-                f"miss {tag.upper().replace('K', ' KB')}, origin {origin}: median <= bare + 10% "
-                "(store included)",
-                _med(main, f"ours-miss/{tag}/{origin}"),
-                _med(main, f"bare/{tag}/{origin}"),
+                f"miss {tag.upper().replace('K', ' KB')}, origin {origin}: client-visible median "
+                "<= bare + 10%",
+                seen,
+                _med(main, bare),
                 1.10,
                 "<=",
-                detail=_us(main, f"ours-miss/{tag}/{origin}", f"bare/{tag}/{origin}"),
+                detail=(
+                    f"{seen:,.1f} µs to last byte vs {_med(main, bare) or 0:,.1f} µs; "
+                    f"{stored or 0:,.1f} µs with the store"
+                    if seen is not None
+                    else ""
+                ),
             )
     for variant, what in (("ours-l1", "L1 hit"), ("ours-l1-ident", "L1 hit, auth+tenant+Vary")):
         for tag in ("1k", "100k"):
