@@ -388,12 +388,10 @@ class TieredCache:
         for exporter in self.exporters:
             exporter.record(event, route=route, tenant=tenant, tier=tier, reason=reason)
 
-    def record_l1_hit(self, route: str, tenant: str) -> None:
-        """``record(Event.HIT, tier="l1", ...)`` for the memo's hit path, where it counts."""
-        self.stats.count_l1_hit(route)
-        if self.exporters:
-            for exporter in self.exporters:
-                exporter.record(Event.HIT, route=route, tenant=tenant, tier="l1")
+    def export_l1_hit(self, route: str, tenant: str) -> None:
+        """An L1 hit to the exporters (the memo counts it in ``stats`` itself)."""
+        for exporter in self.exporters:
+            exporter.record(Event.HIT, route=route, tenant=tenant, tier="l1")
 
     def observe(self, seconds: float, *, route: str = "", outcome: str = "") -> None:
         """Report seconds spent in the cache to every exporter (Stats keeps no timings)."""

@@ -56,29 +56,30 @@ _L1_HIT = ("hit", "l1")
 class Stats:
     """In-process counters by event and detail (tier or reason), and by route.
 
-    L1 hits, the one outcome counted on the fast path, are kept in a plain int and dict and
-    merged into ``counters`` and ``routes`` when those are read.
+    L1 hits, the one outcome counted on the fast path, are kept in ``l1_hits`` and
+    ``l1_route_hits`` (which the memo adds to directly) and merged into ``counters`` and
+    ``routes`` when those are read.
     """
 
     def __init__(self) -> None:
         self._counters: Counter[tuple[str, str]] = Counter()
         self._route_counts: Counter[tuple[str, str]] = Counter()
-        self._l1_hits = 0
-        self._l1_route_hits: dict[str, int] = {}
+        self.l1_hits = 0
+        self.l1_route_hits: dict[str, int] = {}
 
     @property
     def counters(self) -> Counter[tuple[str, str]]:
         """Counts by ``(event, tier or reason)``."""
         merged = Counter(self._counters)
-        if self._l1_hits:
-            merged[_L1_HIT] += self._l1_hits
+        if self.l1_hits:
+            merged[_L1_HIT] += self.l1_hits
         return merged
 
     @property
     def routes(self) -> Counter[tuple[str, str]]:
         """Counts by ``(route template, event)``."""
         merged = Counter(self._route_counts)
-        for route, n in self._l1_route_hits.items():
+        for route, n in self.l1_route_hits.items():
             merged[route, "hit"] += n
         return merged
 
@@ -94,13 +95,6 @@ class Stats:
         self._counters[event.value, tier or reason] += 1
         if route:
             self._route_counts[route, event.value] += 1
-
-    def count_l1_hit(self, route: str) -> None:
-        """``record(Event.HIT, tier="l1", route=route)``, at the cost of two additions."""
-        self._l1_hits += 1
-        if route:
-            hits = self._l1_route_hits
-            hits[route] = hits.get(route, 0) + 1
 
     def observe(self, seconds: float, *, route: str = "", outcome: str = "") -> None:
         """Timings are left to the exporters; the in-process view stays a set of counters."""

@@ -245,8 +245,7 @@ class _Memo:
             server = tuple(server)  # a list, as some servers and test clients send
         picked: list[Any] = [
             scope["method"],
-            get("raw_path"),
-            get("path"),
+            get("raw_path") or get("path"),  # the path is decoded from the raw path
             get("query_string"),
             get("scheme"),
             get("root_path"),
@@ -329,7 +328,15 @@ class _Memo:
             return None
         messages = self.replay(found, record, scope, b"l1")
         if messages is not None:
-            self.cache.record_l1_hit(record.route, found.tenant)
+            cache = self.cache
+            stats = cache.stats
+            stats.l1_hits += 1
+            route = record.route
+            if route:
+                routes = stats.l1_route_hits
+                routes[route] = routes.get(route, 0) + 1
+            if cache.exporters:
+                cache.export_l1_hit(route, found.tenant)
         return messages
 
     async def remote(self, found: _Mapping, scope: Scope) -> tuple[Message, Message] | None:
