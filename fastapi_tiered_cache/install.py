@@ -10,6 +10,7 @@ connections at shutdown.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from starlette.applications import Starlette
@@ -100,12 +101,14 @@ def _front_class(base: type[Starlette]) -> type[Starlette]:
             if root_path:  # what FastAPI.__call__ does first, so keys see the same scope
                 scope["root_path"] = root_path
             found = memo.find(scope)
-            if found is not None:
-                answer = memo.local(found, scope) or await memo.remote(found, scope)
+            if found is not None:  # the common hit inline; the rest as the middleware does
+                answer = memo.local(found, scope)
                 if answer is not None:
                     await send(answer[0])
                     await send(answer[1])
                     return
+                await memo.serve(scope, receive, send, partial(base.__call__, self))
+                return
         await base.__call__(self, scope, receive, send)
 
     front = type(

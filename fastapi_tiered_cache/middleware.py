@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from contextvars import ContextVar
 from email.utils import formatdate
 from time import perf_counter
 from typing import Any, Literal
@@ -55,6 +56,7 @@ from .policy import (
 from .request import RequestInfo
 from .settings import CacheSettings, RouteRule
 from .stores import Tier
+from .stores.tiered import L2_FAULTED
 from .tags import fill_tags, rule_params
 
 __all__ = ["TieredCacheMiddleware"]
@@ -120,15 +122,16 @@ class TieredCacheMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.cache.settings.enabled:
             memo = self.memo
-            if memo is not None and not self.memo_in_front:
-                found = memo.find(scope)
-                if found is not None:
-                    answer = memo.local(found, scope) or await memo.remote(found, scope)
-                    if answer is not None:
-                        await send(answer[0])
-                        await send(answer[1])
-                        return
-            await _Responder(self.app, self.cache, memo)(scope, receive, send)
+            responder = _Responder(self.app, self.cache, memo)
+            token = L2_FAULTED.set(False) if L2_FAULTED.get() is None else None
+            try:
+                if memo is not None and not self.memo_in_front:
+                    await memo.serve(scope, receive, send, responder)
+                else:
+                    await responder(scope, receive, send)
+            finally:
+                if token is not None:
+                    L2_FAULTED.reset(token)
         elif scope["type"] == "lifespan":
             await self._lifespan(scope, receive, send)
         else:
@@ -154,6 +157,9 @@ class TieredCacheMiddleware:
 
 
 _MemoKey = tuple[Any, ...]
+# The key whose L2 lookup, made by the memo earlier in this request, found nothing: the
+# full path then does not ask L2 again (a slow Redis costs a request one budget, not two).
+ASKED_L2: ContextVar[str | None] = ContextVar("tiered_cache_asked_l2", default=None)
 # The fleet lease as a lookup left it: ours (a ``Lease``), held by another process
 # (``False``), or not asked (``None``).
 Early = Lease | Literal[False] | None
@@ -341,17 +347,43 @@ class _Memo:
 
     async def remote(self, found: _Mapping, scope: Scope) -> tuple[Message, Message] | None:
         """As ``local``, from L2 (one round trip, the hit promoted into L1): for entries
-        this process served before but no longer holds, or every hit without L1."""
+        this process served before but no longer holds, or every hit without L1. When L2
+        had nothing (or failed), says so in ``ASKED_L2`` for the rest of the request."""
         cache = self.cache
         if cache.store.l2 is None or not cache.l2_usable:
             return None
         record = await cache.store.lookup_remote(found.key)
+        if record is None:
+            ASKED_L2.set(found.key)  # the full path must not wait on L2 for it again
+            return None
         if type(record) is not CachedResponse:
             return None
         messages = self.replay(found, record, scope, b"l2")
         if messages is not None:
             cache.record(Event.HIT, tier="l2", route=record.route, tenant=found.tenant)
         return messages
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
+        """Answer a request seen before from L1 or L2, or hand it to ``app``."""
+        found = self.find(scope)
+        if found is None:
+            await app(scope, receive, send)
+            return
+        answer = self.local(found, scope)
+        if answer is None:
+            token = ASKED_L2.set(None)
+            faulted = L2_FAULTED.set(False) if L2_FAULTED.get() is None else None
+            try:
+                answer = await self.remote(found, scope)
+                if answer is None:
+                    await app(scope, receive, send)
+                    return
+            finally:
+                ASKED_L2.reset(token)
+                if faulted is not None:
+                    L2_FAULTED.reset(faulted)
+        await send(answer[0])
+        await send(answer[1])
 
     def replay(
         self, found: _Mapping, record: CachedResponse, scope: Scope, tier: bytes
@@ -642,6 +674,9 @@ class _Responder:
         self, key: str, generation: str | None
     ) -> tuple[tuple[CachedResponse | VaryPointer, Tier] | None, Early]:
         cache = self.cache
+        if ASKED_L2.get() == key:  # the memo found nothing in L2 a moment ago
+            local = cache.store.lookup_local(key)
+            return (None if local is None else (local, Tier.L1)), None
         fleet = cache.fleet
         if (
             fleet is None

@@ -68,9 +68,6 @@ def faulty_cache(port: int) -> tuple[TieredCache, aioredis.Redis]:
         redis_timeout=BUDGET,
         breaker_threshold=THRESHOLD,
         breaker_cooldown=COOLDOWN,
-        # The fleet-wide compute lease has its own fault bug (see the last test); these
-        # tests are about the store, so they leave it out.
-        coalesce=False,
     )
     # What the settings above ask for, set explicitly so the test does not depend on how
     # TieredCache wires them.
@@ -545,3 +542,23 @@ async def test_a_lost_lease_reply_does_not_make_a_request_wait_on_itself(redis_u
     await client.aclose()
     assert (response.status_code, response.content) == (200, b"/lost-reply")
     assert elapsed < MAX_REQUEST_SECONDS
+
+
+@pytest.mark.parametrize("fault", ["delay", "blackhole"])
+async def test_a_request_meets_one_redis_fault_at_most(rig: Rig, fault: str) -> None:
+    """After one L2 operation of a request fails, the request asks Redis nothing more
+    (no lease, no store, no index update): a hung Redis costs it one budget, not one per
+    command. Here the breaker's threshold is never reached by one request."""
+    await rig.get(WARM[0])  # scripts loaded, generation counters known
+    if fault == "delay":
+        rig.proxy.delay(4 * BUDGET)
+    else:
+        rig.proxy.blackhole()
+    try:
+        for n in range(THRESHOLD - 1):  # the breaker stays closed throughout
+            before = rig.cache.store.faults
+            await rig.get(f"/cold/{n}")
+            assert rig.cache.store.faults - before == 1
+            assert rig.breaker.state is BreakerState.CLOSED
+    finally:
+        rig.proxy.passthrough()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from enum import Enum
 from typing import TypeVar
 
@@ -32,6 +33,11 @@ __all__ = ["Tier", "TieredStore"]
 
 logger = logging.getLogger("fastapi_tiered_cache")
 T = TypeVar("T")
+
+# Within one request (set by the middleware; None outside requests): whether an L2
+# operation already failed. After one fault the request asks L2 nothing more, so a slow or
+# hung Redis costs a request one budget, not one per command (lookup, lease, store...).
+L2_FAULTED: ContextVar[bool | None] = ContextVar("tiered_cache_l2_faulted", default=None)
 
 
 class Tier(str, Enum):
@@ -84,6 +90,8 @@ class TieredStore:
 
     def _fault(self, exc: StoreUnavailable) -> None:
         self.faults += 1
+        if L2_FAULTED.get() is not None:
+            L2_FAULTED.set(True)
         if isinstance(exc, Overloaded):
             self.breaker.release()
             event, reason = Event.REDIS_ERROR, "overloaded"
@@ -99,7 +107,7 @@ class TieredStore:
     async def _remote(self, operation: Callable[[Store], Awaitable[T]], default: T) -> T:
         """Run one L2 operation through the breaker; a fault or an open breaker gives default."""
         l2 = self.l2
-        if l2 is None:
+        if l2 is None or L2_FAULTED.get():
             return default
         if not self.breaker.allow():
             self.short_circuits += 1
@@ -122,7 +130,9 @@ class TieredStore:
     ) -> T:
         """The cache's ``Runner``: any other Redis command (generation counters, indexes,
         fleet leases) under L2's budget and breaker. Raises ``StoreUnavailable`` when it
-        failed, or at once while the breaker is open."""
+        failed, or at once while the breaker is open or after a fault in this request."""
+        if L2_FAULTED.get():
+            raise StoreUnavailable(f"redis {what}: skipped after a fault in this request")
         if not self.breaker.allow():
             self.short_circuits += 1
             raise StoreUnavailable(f"redis {what}: circuit breaker open")
