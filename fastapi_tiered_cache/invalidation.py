@@ -27,6 +27,8 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
+
 from .codec import decode, encode
 from .entry import CachedResponse
 from .exceptions import DecodeError, StoreUnavailable
@@ -56,6 +58,18 @@ if redis.call('TTL', KEYS[1]) < tonumber(ARGV[4]) then
   redis.call('EXPIRE', KEYS[1], ARGV[4])
 end
 return 1
+"""
+# The same for every index of an entry at once (KEYS = the indexes): one command per store
+# where all keys live on one node (not a cluster, where each index goes on its own).
+_INDEX_ADD_ALL = """
+for _, index in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', ARGV[1])
+  redis.call('ZADD', index, ARGV[2], ARGV[3])
+  if redis.call('TTL', index) < tonumber(ARGV[4]) then
+    redis.call('EXPIRE', index, ARGV[4])
+  end
+end
+return #KEYS
 """
 
 
@@ -184,14 +198,17 @@ class Invalidator:
     def index_commands(
         self, key: str, names: Iterable[str], ttl: float
     ) -> list[tuple[str, tuple[Any, ...]]]:
-        """The commands that index an L2 entry, for a pipeline: EVALs, which a cluster
-        routes by their one key (the script text is cached by Redis)."""
+        """The commands that index an L2 entry, for a pipeline: one EVAL for all of them, or
+        on a cluster one per index, which it routes by that key (Redis caches the script)."""
         now = self.clock()
         seconds = int(ttl) + 2
-        return [
-            ("eval", (_INDEX_ADD, 1, self.redis_key(name), now, now + ttl, key, seconds))
-            for name in names
-        ]
+        indexes = [self.redis_key(name) for name in names]
+        if not indexes:
+            return []
+        if not isinstance(self.client, RedisCluster):
+            args = (now, now + ttl, key, seconds)
+            return [("eval", (_INDEX_ADD_ALL, len(indexes), *indexes, *args))]
+        return [("eval", (_INDEX_ADD, 1, index, now, now + ttl, key, seconds)) for index in indexes]
 
     # -- purging --------------------------------------------------------------------
     def seen_since(self, names: Iterable[str], since: int) -> bool:
