@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import math
 import random
@@ -227,7 +228,8 @@ class FleetLease:
         self._wait_script = client.register_script(_WAIT)
         self._always_wake = isinstance(client, RedisCluster)
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
-        self._renewals: dict[str, asyncio.Task[None]] = {}
+        # Per held lease: the timer of its first renewal, then the task renewing it.
+        self._renewals: dict[str, asyncio.TimerHandle | asyncio.Task[None]] = {}
         self._releases: set[asyncio.Task[None]] = set()
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
@@ -294,10 +296,26 @@ class FleetLease:
         return lease
 
     def _renew_while_held(self, lease: Lease) -> None:
+        """Renew ``lease`` every ``lease_ttl / 3`` until released. Most computations end
+        before the first renewal is due, so until then it is a timer, not a task."""
         token = lease.token
-        renewal = asyncio.ensure_future(self._renew(lease))
-        self._renewals[token] = renewal
-        renewal.add_done_callback(lambda _: self._renewals.pop(token, None))
+        loop = asyncio.get_running_loop()
+
+        def start() -> None:
+            if self._renewals.get(token) is not timer or self._closed:
+                return
+            task = loop.create_task(self._renew(lease))
+            self._renewals[token] = task
+
+            def done(_: object) -> None:
+                if self._renewals.get(token) is task:
+                    del self._renewals[token]
+
+            task.add_done_callback(done)
+
+        # A context of its own: not the request's (whose L2 fault would skip renewals).
+        timer = loop.call_later(self.lease_ttl / 3, start, context=contextvars.Context())
+        self._renewals[token] = timer
 
     async def release(self, lease: Lease) -> None:
         """Give the lease up (only if still ours), then wake this key's waiters fleet-wide.
@@ -378,7 +396,8 @@ class FleetLease:
         """Stop listening and renewing; held leases expire within ``lease_ttl``."""
         self._closed = True
         self._bind()
-        tasks: list[asyncio.Task[None]] = [*self._renewals.values(), *self._releases]
+        renewing = [r for r in self._renewals.values() if isinstance(r, asyncio.Task)]
+        tasks: list[asyncio.Task[None]] = [*renewing, *self._releases]
         if self._listener is not None:
             tasks.append(self._listener)
             self._listener.cancel()
@@ -405,10 +424,10 @@ class FleetLease:
             raise StoreUnavailable(f"lease: {type(exc).__name__}: {exc}") from exc
 
     async def _renew(self, lease: Lease) -> None:
+        """Renew now, then every ``lease_ttl / 3``, while the lease is held."""
         ttl = max(1, int(self.lease_ttl * 1000))
         keys, args = [self._lease_key(lease.key)], [lease.token, ttl]
         while True:
-            await asyncio.sleep(self.lease_ttl / 3)
             if lease.token not in self._renewals or self._closed:
                 return  # released, even if the cancellation was swallowed
             try:
@@ -416,9 +435,10 @@ class FleetLease:
                     lambda: self._renew_script(keys=keys, args=args), "lease renew"
                 )
             except StoreUnavailable:
-                continue  # the lease may still be ours: try again on the next tick
+                alive = True  # the lease may still be ours: try again on the next tick
             if not alive:
                 return  # expired or taken over: nothing left to keep alive
+            await asyncio.sleep(self.lease_ttl / 3)
 
     async def _give_up(self, lease: Lease) -> None:
         with contextlib.suppress(StoreUnavailable):
