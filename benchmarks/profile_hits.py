@@ -162,7 +162,7 @@ async def steps(built: Any, state: dict[str, Any], n: int) -> list[tuple[str, fl
             await _Responder(never, cache)(scope, ex.receive, ex.send)
 
         await add("**whole hit: TieredCacheMiddleware.__call__**", whole_middleware)
-        await add("**whole hit: _Responder.__call__**", whole_responder)
+        await add("**whole hit: _Responder.__call__ (the full path, no memo)**", whole_responder)
     except Exception as exc:
         out.append(("whole hit", f"{type(exc).__name__}: {exc}"))
     if hasattr(cache, "start_background"):
@@ -488,7 +488,7 @@ def markdown(results: dict[str, Any]) -> str:
         ]
         if item.get("steps"):
             lines += [
-                "### Steps timed alone (wall µs, best mean of 20 short loops)",
+                "### Steps of the full path (no memo) timed alone (wall µs, best of 20 loops)",
                 "",
                 "| step | µs | share of the wall time |",
                 "|---|---|---|",
@@ -557,7 +557,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 LABELS = {
-    "ours-l1": "L1 hit, installed with install(app) (inside FastAPI's middleware stack)",
+    "ours-l1": "L1 hit via install(app) (a repeat: the memo answers in the app's __call__)",
     "ours-l1-outer": "L1 hit, TieredCacheMiddleware wrapping the FastAPI app",
     "ours-l1-ident": "L1 hit with Authorization, X-Tenant-ID and Vary (vary_on)",
     "ours-l2": "L2 hit (l1_max_entries=0)",
