@@ -185,16 +185,6 @@ class Invalidator:
             else:
                 del self.local[name]
 
-    async def record_remote(self, key: str, names: Iterable[str], ttl: float) -> None:
-        """Index an L2 entry; failures are logged, never raised (the entry still expires)."""
-        if self.client is None:
-            return
-        commands = self.index_commands(key, names, ttl)
-        try:
-            await self.run(lambda: self._pipeline(commands), "index", 4)
-        except StoreUnavailable as exc:
-            logger.debug("index update failed: %s", exc, extra={"event": "index_error"})
-
     def index_commands(
         self, key: str, names: Iterable[str], ttl: float
     ) -> list[tuple[str, tuple[Any, ...]]]:

@@ -122,13 +122,12 @@ class TieredCacheMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.cache.settings.enabled:
             memo = self.memo
-            responder = _Responder(self.app, self.cache, memo)
             token = L2_FAULTED.set(False) if L2_FAULTED.get() is None else None
             try:
                 if memo is not None and not self.memo_in_front:
-                    await memo.serve(scope, receive, send, responder)
+                    await memo.serve(scope, receive, send, self.full_path)
                 else:
-                    await responder(scope, receive, send)
+                    await self.full_path(scope, receive, send)
             finally:
                 if token is not None:
                     L2_FAULTED.reset(token)
@@ -136,6 +135,10 @@ class TieredCacheMiddleware:
             await self._lifespan(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+    async def full_path(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Parse, route, identify, hash, look up; serve, or fetch and store."""
+        await _Responder(self.app, self.cache, self.memo)(scope, receive, send)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope.get("state")
@@ -318,14 +321,6 @@ class _Memo:
         if not generations.trusted or generations.version != found.version:
             return None
         return found
-
-    def answer(self, scope: Scope) -> tuple[Message, Message] | None:
-        """The two messages of the response from L1, when the memo can answer (no await:
-        the caller sends them, so a hit costs no coroutine of its own)."""
-        found = self.find(scope)
-        if found is None:
-            return None
-        return self.local(found, scope)
 
     def local(self, found: _Mapping, scope: Scope) -> tuple[Message, Message] | None:
         l1 = self.cache.store.l1
