@@ -156,6 +156,7 @@ class Invalidator:
         self.clock = clock
         self.local: dict[str, set[str]] = {}
         self._prune_at = 2000
+        self._memberships = 0  # keys added to ``local`` sets since the last count
         self.recent: OrderedDict[str, int] = OrderedDict()  # index name -> purge sequence
         self.sequence = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -167,14 +168,20 @@ class Invalidator:
 
     # -- recording ------------------------------------------------------------------
     def record_local(self, key: str, names: Iterable[str]) -> None:
-        """Index an L1 entry (kept small: pruned against L1 when it outgrows it)."""
+        """Index an L1 entry (kept small: pruned against L1 when it outgrows it).
+
+        The bound counts memberships, not index names: one path with endless query strings
+        is one name whose set would otherwise keep every key ever stored there.
+        """
         for name in names:
             self.local.setdefault(name, set()).add(key)
-        if len(self.local) > self._prune_at:
+            self._memberships += 1
+        if self._memberships > self._prune_at:
             self._prune_local()
             # Amortised: the next prune waits until the index has doubled again.
+            self._memberships = sum(len(keys) for keys in self.local.values())
             l1 = self.store.l1
-            self._prune_at = 2 * max(len(self.local), len(l1) if l1 is not None else 0, 1000)
+            self._prune_at = 2 * max(self._memberships, len(l1) if l1 is not None else 0, 1000)
 
     def _prune_local(self) -> None:
         l1 = self.store.l1

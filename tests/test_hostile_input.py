@@ -441,3 +441,20 @@ async def test_the_local_index_of_a_long_path_is_bounded_like_l1() -> None:
     assert l1 is not None and len(l1) == 1
     index_bytes = sum(len(name) for name in cache.invalidator.local)
     assert index_bytes <= 4 * l1.current_bytes + 4096
+
+
+async def test_one_path_with_endless_query_strings_keeps_the_local_index_bounded() -> None:
+    """Every query string is its own L1 entry under one path, so under one index name: L1
+    evicts the old ones, and the index must forget them too, whatever the flood's size."""
+    cache = make_cache(l1_max_entries=200)
+    app = TieredCacheMiddleware(Origin(), cache=cache)
+    for i in range(6000):
+        scope = scope_for(b"/search")
+        scope["query_string"] = b"q=%d" % i
+        assert (await get(app, scope)).status == 200
+    l1 = cache.store.l1
+    assert l1 is not None and len(l1) <= 200
+    members = sum(len(keys) for keys in cache.invalidator.local.values())
+    # Two index names per entry (the path and its one ancestor); the prune is amortised.
+    assert members <= 2 * 2 * 1000 + 2 * 2 * len(l1)
+    assert members < 6000
