@@ -211,6 +211,10 @@ class _Memo:
 
     def __init__(self, cache: TieredCache) -> None:
         self.cache = cache
+        # Objects a hit reads, fixed for the cache's life: one attribute load each.
+        self.generations = cache.generations
+        self.l1 = cache.store.l1
+        self.stats = cache.stats
         self.keys: dict[_MemoKey, _Mapping] = {}
         self.watched = self.static_watched(cache.settings)
         self.unwatched: set[bytes] = set()  # lower-case names seen and known not watched
@@ -317,27 +321,26 @@ class _Memo:
             return None
         if found is None:
             return None
-        generations = self.cache.generations
+        generations = self.generations
         if not generations.trusted or generations.version != found.version:
             return None
         return found
 
     def local(self, found: _Mapping, scope: Scope) -> tuple[Message, Message] | None:
-        l1 = self.cache.store.l1
+        l1 = self.l1
         record = l1.lookup(found.key) if l1 is not None else None
         if type(record) is not CachedResponse:
             return None
         messages = self.replay(found, record, scope, b"l1")
         if messages is not None:
-            cache = self.cache
-            stats = cache.stats
+            stats = self.stats
             stats.l1_hits += 1
             route = record.route
             if route:
                 routes = stats.l1_route_hits
                 routes[route] = routes.get(route, 0) + 1
-            if cache.exporters:
-                cache.export_l1_hit(route, found.tenant)
+            if self.cache.exporters:
+                self.cache.export_l1_hit(route, found.tenant)
         return messages
 
     async def remote(self, found: _Mapping, scope: Scope) -> tuple[Message, Message] | None:
