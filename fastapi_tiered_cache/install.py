@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -46,15 +47,17 @@ def install(
 
 
 def _wrap_outermost(app: Starlette, cache: TieredCache) -> None:
-    """Put the middleware around the whole stack Starlette builds at the first request,
-    so a hit costs neither FastAPI's own middleware (error handling, telemetry, body
-    limits) nor any user middleware. A miss goes through all of it, as without the cache.
+    """Put the middleware where ``app.add_middleware`` would, but in front of FastAPI's own
+    middleware (error pages, telemetry, body limits) too.
 
-    Repeated requests are answered even earlier, by the middleware's memo (see
-    ``middleware._Memo``), from the app's own ``__call__``: FastAPI's checks each request
-    (native telemetry, root path) before it reaches its stack, which costs as much as a
-    whole hit. The app keeps its class's behaviour for everything else: it becomes an
-    instance of a subclass whose ``__call__`` asks the memo first.
+    Middleware added after ``install()`` still wraps the cache and sees every request, as
+    with ``add_middleware``; middleware added before it sees misses only, as with
+    ``add_middleware``. When nothing was added after, the cache wraps the whole stack, and
+    repeated requests are answered even earlier, by the middleware's memo (see
+    ``middleware._Memo``), from the app's own ``__call__``: FastAPI checks each request
+    (native telemetry, root path) before its stack, which costs as much as a whole hit.
+    The app keeps its class's behaviour for everything else: it becomes an instance of a
+    subclass whose ``__call__`` asks the memo first.
     """
     if app.middleware_stack is not None:  # already serving: wrap what is running
         middleware = TieredCacheMiddleware(app.middleware_stack, cache=cache)
@@ -64,8 +67,19 @@ def _wrap_outermost(app: Starlette, cache: TieredCache) -> None:
             app.__class__ = _front_class(type(app))
         return
     build = app.build_middleware_stack
+    registered = len(app.user_middleware)  # add_middleware inserts at the front
 
     def build_with_cache() -> ASGIApp:
+        added_after = len(app.user_middleware) - registered
+        if added_after > 0:
+            # Some middleware must run before the cache on every request: keep its place.
+            app.__dict__[_FRONT] = None
+            entry = Middleware(TieredCacheMiddleware, cache=cache)
+            app.user_middleware.insert(added_after, entry)
+            try:
+                return build()
+            finally:
+                app.user_middleware.remove(entry)  # the app's list stays the user's
         middleware = TieredCacheMiddleware(build(), cache=cache)
         _answer_repeats_first(app, middleware)
         return middleware

@@ -156,9 +156,10 @@ class CacheSettings(BaseSettings):
     )
     placement: Literal["outermost", "middleware"] = Field(
         default="outermost",
-        description="Where install() puts the cache: `outermost` answers hits before any other"
-        " middleware, FastAPI's own included (fastest); `middleware` adds it with"
-        " app.add_middleware, so middleware added after install() runs on every request.",
+        description="Where install() puts the cache: `outermost` where app.add_middleware would,"
+        " but in front of FastAPI's own middleware too, answering repeated requests before"
+        " FastAPI runs when no middleware was added after install() (fastest); `middleware`:"
+        " exactly app.add_middleware.",
     )
     redis_url: SecretStr | None = Field(
         default=None,

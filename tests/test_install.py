@@ -17,7 +17,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from fastapi_tiered_cache import CacheSettings, install
+from fastapi_tiered_cache import CacheSettings, TieredCacheMiddleware, install
 
 from .helpers import SECRET, FakeClock
 
@@ -47,7 +47,9 @@ def settings(**options: Any) -> CacheSettings:
     return CacheSettings(secret_key=SECRET, **options)
 
 
-def app_with_middleware(placement: str) -> tuple[FastAPI, dict[str, int], list[int]]:
+def app_with_middleware(
+    placement: str, *, after: bool = True
+) -> tuple[FastAPI, dict[str, int], list[int]]:
     app = FastAPI()
     seen: dict[str, int] = {}
     calls = [0]
@@ -59,31 +61,41 @@ def app_with_middleware(placement: str) -> tuple[FastAPI, dict[str, int], list[i
 
     app.add_middleware(Counting, name="before", seen=seen)
     install(app, settings(placement=placement))
-    app.add_middleware(Counting, name="after", seen=seen)
+    if after:
+        app.add_middleware(Counting, name="after", seen=seen)
     return app, seen, calls
 
 
-def test_outermost_hits_skip_fastapi_and_every_user_middleware() -> None:
-    app, seen, calls = app_with_middleware("outermost")
+def test_outermost_hits_skip_fastapi_and_the_middleware_added_before() -> None:
+    app, seen, calls = app_with_middleware("outermost", after=False)
     with TestClient(app) as client:
         first = client.get("/items")
         assert first.headers["x-cache"] == "MISS"
-        assert seen == {"before": 1, "after": 1}
-        hit = client.get("/items")
-    assert hit.headers["x-cache"] == "HIT"
-    assert hit.json() == first.json() == {"calls": 1}
-    assert seen == {"before": 1, "after": 1}  # the hit never entered the app's stack
+        assert seen == {"before": 1}
+        hits = [client.get("/items") for _ in range(3)]
+    assert all(hit.headers["x-cache"] == "HIT" for hit in hits)
+    assert all(hit.json() == first.json() == {"calls": 1} for hit in hits)
+    assert seen == {"before": 1}  # hits never entered the app's stack
     assert calls == [1]
 
 
-def test_middleware_placement_leaves_later_middleware_outside() -> None:
-    app, seen, calls = app_with_middleware("middleware")
+@pytest.mark.parametrize("placement", ["outermost", "middleware"])
+def test_middleware_added_after_install_sees_every_request(placement: str) -> None:
+    """As with app.add_middleware: a rate limiter or an access log added after install()
+    wraps the cache, whatever the placement."""
+    app, seen, calls = app_with_middleware(placement)
     with TestClient(app) as client:
         client.get("/items")
-        hit = client.get("/items")
-    assert hit.headers["x-cache"] == "HIT"
-    assert seen == {"after": 2, "before": 1}  # added after install(): outside the cache
+        hits = [client.get("/items") for _ in range(3)]
+    assert all(hit.headers["x-cache"] == "HIT" for hit in hits)
+    # The stored response carries the mark of the middleware inside; the one outside adds its own.
+    assert all(hit.headers["x-seen-by"] == "before, after" for hit in hits)
+    assert seen == {"after": 4, "before": 1}
     assert calls == [1]
+    listed = [Counting, Counting]  # outermost leaves the app's list as it was
+    if placement == "middleware":
+        listed.insert(1, TieredCacheMiddleware)
+    assert [m.cls for m in app.user_middleware] == listed
 
 
 def test_an_exception_propagates_as_without_the_cache_and_nothing_is_stored() -> None:
