@@ -253,8 +253,9 @@ def build(spec: Spec) -> Built:
             return await origin()
 
     elif spec.kind == "stack":
-        # What any middleware added with app.add_middleware (as install() does) pays before
-        # it runs: FastAPI.__call__ and Starlette's outer middleware stack.
+        # What any middleware added with app.add_middleware pays before it runs:
+        # FastAPI.__call__ and Starlette's outer middleware stack (install() answers
+        # repeated requests before both).
         answer = raw_app(body)
 
         class ConstantMiddleware:
@@ -276,7 +277,8 @@ def build(spec: Spec) -> Built:
         raise ValueError(f"unknown variant kind {spec.kind!r}")
 
     if spec.kind == "ours-l1-outer":
-        # Outside FastAPI's own middleware stack: a hit never enters FastAPI.__call__.
+        # The middleware wrapping the app by hand: a hit never enters FastAPI.__call__,
+        # but there is no answer from the app's own __call__ as with install().
         from fastapi_tiered_cache import TieredCache, TieredCacheMiddleware
 
         built.cache = TieredCache(_our_settings(spec))
