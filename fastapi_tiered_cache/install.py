@@ -115,13 +115,14 @@ def _front_class(base: type[Starlette]) -> type[Starlette]:
             if root_path:  # what FastAPI.__call__ does first, so keys see the same scope
                 scope["root_path"] = root_path
             found = memo.find(scope)
-            if found is not None:  # the common hit inline; the rest as the middleware does
+            if found is not None:  # as memo.serve, with the L1 hit inline
                 answer = memo.local(found, scope)
                 if answer is not None:
                     await send(answer[0])
                     await send(answer[1])
                     return
-                await memo.serve(scope, receive, send, partial(base.__call__, self))
+                downstream = partial(base.__call__, self)
+                await memo.serve_beyond_l1(found, scope, receive, send, downstream)
                 return
         await base.__call__(self, scope, receive, send)
 

@@ -348,7 +348,7 @@ class _Memo:
         this process served before but no longer holds, or every hit without L1. When L2
         had nothing (or failed), says so in ``ASKED_L2`` for the rest of the request."""
         cache = self.cache
-        if cache.store.l2 is None or not cache.l2_usable:
+        if not cache.l2_usable:
             return None
         record = await cache.store.lookup_remote(found.key)
         if record is None:
@@ -369,17 +369,26 @@ class _Memo:
             return
         answer = self.local(found, scope)
         if answer is None:
-            token = ASKED_L2.set(None)
-            faulted = L2_FAULTED.set(False) if L2_FAULTED.get() is None else None
-            try:
-                answer = await self.remote(found, scope)
-                if answer is None:
-                    await app(scope, receive, send)
-                    return
-            finally:
-                ASKED_L2.reset(token)
-                if faulted is not None:
-                    L2_FAULTED.reset(faulted)
+            await self.serve_beyond_l1(found, scope, receive, send, app)
+            return
+        await send(answer[0])
+        await send(answer[1])
+
+    async def serve_beyond_l1(
+        self, found: _Mapping, scope: Scope, receive: Receive, send: Send, app: ASGIApp
+    ) -> None:
+        """A request the memo knows but L1 does not hold: L2, else ``app``."""
+        token = ASKED_L2.set(None)
+        faulted = L2_FAULTED.set(False) if L2_FAULTED.get() is None else None
+        try:
+            answer = await self.remote(found, scope)
+            if answer is None:
+                await app(scope, receive, send)
+                return
+        finally:
+            ASKED_L2.reset(token)
+            if faulted is not None:
+                L2_FAULTED.reset(faulted)
         await send(answer[0])
         await send(answer[1])
 

@@ -173,14 +173,14 @@ class TieredStore:
 
     async def lookup_remote(self, key: str) -> Record | None:
         """L2 only; a hit is promoted into L1. A fault, or an open breaker, is a miss."""
-        record = await self._remote(lambda l2: l2.get(key), None)
-        self._count_lookup(record is not None)
+        return self._looked_up(key, await self._remote(lambda l2: l2.get(key), None))
+
+    def _looked_up(self, key: str, record: Record | None) -> Record | None:
+        """Count an L2 lookup's outcome (a fault is a miss) and promote a hit into L1."""
+        self.l2_miss_rate += ((1.0 if record is None else 0.0) - self.l2_miss_rate) / 16
         if record is not None and self.l1 is not None:
             self.l1.put(key, record, self._l1_ttl(record))
         return record
-
-    def _count_lookup(self, found: bool) -> None:
-        self.l2_miss_rate += ((0.0 if found else 1.0) - self.l2_miss_rate) / 16
 
     @property
     def misses_likely(self) -> bool:
@@ -210,15 +210,9 @@ class TieredStore:
         answer = await self._remote(
             lambda _: l2.get_or_lease(key, lease_key, token, lease_ms), None
         )
-        if answer is None:
-            return None, None
-        record, won = answer
-        self._count_lookup(record is not None)
-        if record is None:
-            return None, won
-        if self.l1 is not None:
-            self.l1.put(key, record, self._l1_ttl(record))
-        return (record, Tier.L2), None
+        record, won = answer if answer is not None else (None, None)
+        found = self._looked_up(key, record)
+        return (None, won) if found is None else ((found, Tier.L2), None)
 
     def set_local(self, key: str, record: Record, ttl: float) -> None:
         if self.l1 is not None:
