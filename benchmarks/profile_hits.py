@@ -146,11 +146,20 @@ async def steps(built: Any, state: dict[str, Any], n: int) -> list[tuple[str, fl
     await add("make_scope (driver, not in the hit)", lambda: make_scope(PATH, b"", (), state))
     try:
         from fastapi_tiered_cache import TieredCacheMiddleware
-        from fastapi_tiered_cache.middleware import _Responder
+        from fastapi_tiered_cache.middleware import Responder as _Responder
 
-        async def never(scope: Any, receive: Any, send: Any) -> None:
-            raise AssertionError("a hit must not reach the app")
+        class Never:
+            """The app's routes (the cache keys by them: it caches nothing it cannot see
+            into), but an app that a hit must never reach."""
 
+            router = getattr(built.app, "router", None) or getattr(
+                getattr(built.app, "app", None), "router", None
+            )
+
+            async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+                raise AssertionError("a hit must not reach the app")
+
+        never = Never()
         middleware = TieredCacheMiddleware(never, cache=cache)
 
         async def whole_middleware() -> None:
@@ -195,7 +204,7 @@ async def steps(built: Any, state: dict[str, Any], n: int) -> list[tuple[str, fl
     await add("cache.record(Event.HIT)", lambda: cache.record(Event.HIT, tier="l1"))
     if record is not None:
         try:
-            from fastapi_tiered_cache.middleware import _Responder
+            from fastapi_tiered_cache.middleware import Responder as _Responder
             from fastapi_tiered_cache.stores import Tier
 
             responder = _Responder(built.app, cache)

@@ -30,7 +30,7 @@ REF = pop_ref(sys.argv)  # before anything imports the package
 if REF is not None:
     use_ref(REF)
 
-from benchlib import httpmode, inproc, report, sysinfo  # noqa: E402
+from benchlib import httpmode, inproc, memory, report, sysinfo  # noqa: E402
 from benchlib.redis_proc import RedisServer  # noqa: E402
 
 SECTIONS = ("main", "rtt", "l1size", "memory", "tags", "http")
@@ -40,7 +40,7 @@ QUICK: dict[str, Any] = {
     "rounds": 4, "batch": 200, "budget": 0.06,
     "rtts": [0, 1, 2], "rtt_rounds": 3,
     "l1_sizes": [1_000, 50_000],
-    "mem_entries": 1_000,
+    "mem_entries": 1_000, "mem_max_bytes": 4 << 20,
     "tag_counts": [10, 100], "tag_reps": 1,
     "http_rounds": 1, "http_seconds": 2.0, "http_warmup": 1.0, "http_connections": 16,
 }  # fmt: skip
@@ -49,7 +49,7 @@ FULL: dict[str, Any] = {
     "rounds": 25, "batch": 300, "budget": 0.15,
     "rtts": [0, 1, 2], "rtt_rounds": 12,
     "l1_sizes": [1_000, 1_000_000],
-    "mem_entries": 10_000,
+    "mem_entries": 10_000, "mem_max_bytes": 32 << 20,
     "tag_counts": [10, 100, 1_000, 10_000], "tag_reps": 2,
     "http_rounds": 3, "http_seconds": 3.0, "http_warmup": 1.0, "http_connections": 16,
 }  # fmt: skip
@@ -145,7 +145,7 @@ async def _in_process(
         "main": lambda: inproc.main_matrix(redis, cfg, log, peers),
         "rtt": lambda: inproc.latency_sweep(redis, cfg, log, peers),
         "l1size": lambda: inproc.l1_size(cfg, log),
-        "memory": lambda: inproc.l1_memory(cfg, log),
+        "memory": lambda: memory.l1_memory(cfg, log),
         "tags": lambda: inproc.tag_purge(redis, cfg, log),
     }
     for name in sections:

@@ -34,7 +34,10 @@ HEADER = """\
 Every setting is an environment variable named `TIERED_CACHE_<NAME>`, also read from a
 `.env` file in the working directory. Names are case-insensitive. Booleans accept `true`,
 `false`, `1`, `0`, `yes`, `no`, `on` and `off`. Lists accept a comma-separated value
-(`GET,HEAD`) or a JSON list (`["GET", "HEAD"]`).
+(`GET,HEAD`) or a JSON list (`["GET", "HEAD"]`). Durations (every setting in seconds, and a
+rule's `ttl`, `stale_while_revalidate` and `stale_if_error`) accept a number of seconds or
+a duration: `500ms`, `90s`, `5m`, `1h30m`, `2d`, `1w` (an `int` setting needs whole
+seconds).
 
 `install(app)` reads the environment once, at start-up. Invalid values, and unknown
 `TIERED_CACHE_*` variables (usually typos, reported with a "did you mean"), stop the

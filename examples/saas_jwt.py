@@ -5,8 +5,9 @@ apart exactly what the app keeps apart. The identity resolver verifies the token
 returns its subject, so every token of one user shares that user's entries, and a forged,
 expired or other-tenant token makes the cache step aside (the app then answers 401).
 
-The tokens are minimal JWTs (HS256) made with the standard library; use your JWT library
-and your identity provider's keys instead. Run it, then mint a token:
+Tokens are JWTs checked with PyJWT (`pip install pyjwt`); in production, verify your
+identity provider's tokens with its keys (RS256/ES256 through a JWKS). Run it, then mint a
+token:
 
     TIERED_CACHE_SECRET_KEY="$(openssl rand -hex 32)" uvicorn examples.saas_jwt:app
     python -m examples.saas_jwt alice acme
@@ -14,63 +15,40 @@ and your identity provider's keys instead. Run it, then mint a token:
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import sys
 import time
 from typing import Annotated, Any
 
+import jwt
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from fastapi_tiered_cache import install
 
-SIGNING_KEY = b"example-signing-key: load yours from a secret store"
+SIGNING_KEY = "example-signing-key: load yours from a secret store"
+ALGORITHMS = ["HS256"]  # never let the token choose its own algorithm
 PLANS = {"acme": ["starter", "enterprise"], "globex": ["starter"]}  # your database
 
 
-def _encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _sign(signed: str) -> bytes:
-    return hmac.new(SIGNING_KEY, signed.encode("ascii"), hashlib.sha256).digest()
-
-
 def issue_token(sub: str, tenant: str, ttl: int = 3600) -> str:
-    header = _encode(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
     claims = {"sub": sub, "tenant": tenant, "exp": int(time.time()) + ttl}
-    payload = _encode(json.dumps(claims).encode())
-    return f"{header}.{payload}.{_encode(_sign(f'{header}.{payload}'))}"
+    return jwt.encode(claims, SIGNING_KEY, algorithm=ALGORITHMS[0])
 
 
 def verify_token(token: str) -> dict[str, Any] | None:
     """The token's claims if its signature is good and it has not expired, else None."""
     try:
-        header, payload, signature = token.split(".")
-        if not hmac.compare_digest(_decode(signature), _sign(f"{header}.{payload}")):
-            return None
-        if json.loads(_decode(header)).get("alg") != "HS256":
-            return None
-        claims = json.loads(_decode(payload))
-    except (ValueError, AttributeError):  # bad base64, JSON, UTF-8, or not an object
+        claims = jwt.decode(
+            token, SIGNING_KEY, algorithms=ALGORITHMS, options={"require": ["exp", "sub"]}
+        )
+    except jwt.PyJWTError:  # bad signature, expired, malformed, missing claims, ...
         return None
-    if not isinstance(claims, dict) or not isinstance(claims.get("sub"), str):
-        return None
-    if not isinstance(claims.get("exp"), int) or claims["exp"] <= time.time():
-        return None
-    return claims
+    return claims if isinstance(claims.get("sub"), str) else None
 
 
 def tenant_of_host(host: str) -> str | None:
     """``acme.example.com`` -> ``acme``; a host with fewer than three labels has none."""
-    labels = host.rsplit(":", 1)[0].strip().lower().split(".")
+    labels = host.rsplit(":", 1)[0].strip().lower().removesuffix(".").split(".")
     return labels[0] if len(labels) >= 3 and all(labels) else None
 
 

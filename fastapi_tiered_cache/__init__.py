@@ -1,10 +1,18 @@
-"""fastapi-tiered-cache: a two-tier (in-process + Redis) HTTP response cache for ASGI apps."""
+"""fastapi-tiered-cache: a two-tier (in-process + Redis) cache for ASGI apps: HTTP responses
+and, through ``get_cache()`` and ``@cached``, any data."""
 
 from __future__ import annotations
 
 from .cache import TieredCache
+from .decorators import CachedFunction, cached
 from .entry import CachedResponse
-from .exceptions import CacheError, ConfigurationError, DecodeError, StoreUnavailable
+from .exceptions import (
+    CacheError,
+    ConfigurationError,
+    DecodeError,
+    StoreUnavailable,
+    ValueNotSerializable,
+)
 from .identity import BYPASS, Identity
 from .install import get_cache, install
 from .middleware import TieredCacheMiddleware
@@ -17,6 +25,7 @@ __all__ = [
     "BYPASS",
     "CacheError",
     "CacheSettings",
+    "CachedFunction",
     "CachedResponse",
     "ConfigurationError",
     "DecodeError",
@@ -25,8 +34,10 @@ __all__ = [
     "StoreUnavailable",
     "TieredCache",
     "TieredCacheMiddleware",
+    "ValueNotSerializable",
     "__version__",
     "cache_policy",
+    "cached",
     "get_cache",
     "install",
     "load_settings",

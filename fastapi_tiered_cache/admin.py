@@ -17,26 +17,35 @@ import hmac
 import html
 import logging
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Annotated, Any, Protocol
-from urllib.parse import urlsplit
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .entry import CachedResponse
 from .exceptions import ConfigurationError, StoreUnavailable
-from .exporters import read_gauges
-from .identity import keyed_hash, scope_for
-from .metrics import Stats
-from .settings import CacheSettings
-from .stores import TieredStore
+from .gauges import read_gauges
+from .identity import keyed_hash
+from .metrics import format_ratio
+from .purge import (
+    SELECTORS,
+    IdentitySelector,
+    ManagedCache,
+    PurgeRequest,
+    RequestSelector,
+    describe_purge,
+    find_entry,
+    run_purge,
+    split_header,
+)
 
 __all__ = [
+    "SELECTORS",
     "IdentitySelector",
     "ManagedCache",
     "PurgeRequest",
@@ -48,6 +57,7 @@ __all__ = [
     "format_ratio",
     "run_purge",
     "split_header",
+    "status_with_fleet",
 ]
 
 logger = logging.getLogger("fastapi_tiered_cache")
@@ -55,169 +65,6 @@ logger = logging.getLogger("fastapi_tiered_cache")
 REALM = 'Bearer realm="fastapi-tiered-cache"'
 MIN_TOKEN_LENGTH = 16  # as for TIERED_CACHE_SECRET_KEY
 SECURE = "[secure]"  # shown instead of a credential, as httpx prints headers
-SELECTORS = ("request", "path", "prefix", "tags", "identity", "all")
-
-
-class ManagedCache(Protocol):
-    """What the admin router and the CLI need from a cache; ``TieredCache`` provides it."""
-
-    settings: CacheSettings
-    stats: Stats
-    store: TieredStore
-    secret: bytes
-    clock: Callable[[], float]
-
-    async def invalidate_request(
-        self,
-        method: str,
-        url: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        tenant: str | None = None,
-    ) -> int: ...
-
-    async def invalidate_path(self, path: str, *, tenant: str | None = None) -> int: ...
-
-    async def invalidate_prefix(self, prefix: str, *, tenant: str | None = None) -> int: ...
-
-    async def invalidate_tags(
-        self, *tags: str, tenant: str | None = None, soft: bool = False
-    ) -> int: ...
-
-    async def invalidate_tenant(self, tenant: str) -> None: ...
-
-    async def invalidate_identity(
-        self,
-        *,
-        principal: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        tenant: str | None = None,
-    ) -> None: ...
-
-    async def invalidate_all(self) -> None: ...
-
-    async def lookup(
-        self, url: str, *, headers: Mapping[str, str] | None = None, tenant: str | None = None
-    ) -> CachedResponse | None: ...
-
-
-NonEmpty = Annotated[str, Field(min_length=1)]
-
-
-class RequestSelector(BaseModel):
-    """One stored request: its method, URL and the request headers it was selected by."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    method: str = Field("GET", pattern=r"^[A-Za-z]+$")
-    url: NonEmpty
-    headers: dict[str, str] = Field(default_factory=dict)
-
-
-class IdentitySelector(BaseModel):
-    """Everything one identity has stored: name its ``principal`` or give its ``headers``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    principal: NonEmpty | None = None
-    headers: dict[str, str] | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> "IdentitySelector":
-        if (self.principal is None) == (not self.headers):
-            raise ValueError("give exactly one of principal or headers")
-        return self
-
-
-class PurgeRequest(BaseModel):
-    """What to purge: exactly one selector, optionally within one ``tenant``.
-
-    ``{"tenant": "acme"}`` alone (or with ``"all": true``) purges that whole tenant;
-    ``{"all": true}`` purges everything. ``soft`` (tags only) marks entries stale instead.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    request: RequestSelector | None = None
-    path: NonEmpty | None = None
-    prefix: NonEmpty | None = None
-    tags: list[NonEmpty] | None = Field(None, min_length=1)
-    soft: bool = False
-    identity: IdentitySelector | None = None
-    all: bool = False
-    tenant: NonEmpty | None = None
-
-    @model_validator(mode="after")
-    def _one_selector(self) -> "PurgeRequest":
-        chosen = self.selectors
-        if len(chosen) > 1:
-            raise ValueError(f"choose one selector, not {' and '.join(chosen)}")
-        if not chosen and self.tenant is None:
-            raise ValueError(f"choose one of {', '.join(SELECTORS)} or tenant")
-        if self.soft and chosen != ["tags"]:
-            raise ValueError("soft applies to tags only")
-        return self
-
-    @property
-    def selectors(self) -> list[str]:
-        return [name for name in SELECTORS if getattr(self, name) not in (None, False)]
-
-    @property
-    def kind(self) -> str:
-        """The selector used: ``tenant`` for a whole tenant (also ``all`` with a tenant)."""
-        chosen = self.selectors
-        if not chosen or (chosen == ["all"] and self.tenant is not None):
-            return "tenant"
-        return chosen[0]
-
-
-async def run_purge(cache: ManagedCache, purge: PurgeRequest) -> int | None:
-    """Call the cache's invalidation API; the number purged, or None when it is not counted."""
-    tenant = purge.tenant
-    if purge.request is not None:
-        r = purge.request
-        headers = r.headers or None
-        return await cache.invalidate_request(
-            r.method.upper(), r.url, headers=headers, tenant=tenant
-        )
-    if purge.path is not None:
-        return await cache.invalidate_path(purge.path, tenant=tenant)
-    if purge.prefix is not None:
-        return await cache.invalidate_prefix(purge.prefix, tenant=tenant)
-    if purge.tags:
-        return await cache.invalidate_tags(*purge.tags, tenant=tenant, soft=purge.soft)
-    if purge.identity is not None:
-        who = purge.identity
-        await cache.invalidate_identity(principal=who.principal, headers=who.headers, tenant=tenant)
-    elif tenant is None:
-        await cache.invalidate_all()
-    else:
-        await cache.invalidate_tenant(tenant)
-    return None
-
-
-def describe_purge(purge: PurgeRequest, secret: bytes) -> str:
-    """A loggable account of a purge: no credential, query value or principal in the clear."""
-    parts = [purge.kind]
-    if purge.request is not None:
-        url = urlsplit(purge.request.url)
-        where = (f"{url.scheme}://{url.hostname}" if url.hostname else "") + (url.path or "/")
-        parts.append(f"{purge.request.method.upper()} {where}{'?...' if url.query else ''}")
-        if purge.request.headers:
-            parts.append(f"headers={','.join(sorted(h.lower() for h in purge.request.headers))}")
-    elif purge.path is not None or purge.prefix is not None:
-        parts.append(purge.path or purge.prefix or "")
-    elif purge.tags:
-        parts.append(",".join(purge.tags) + (" (soft)" if purge.soft else ""))
-    elif purge.identity is not None:
-        who = purge.identity
-        if who.principal is not None:
-            parts.append(f"scope={scope_for(who.principal, secret)}")
-        else:
-            parts.append(f"headers={','.join(sorted(h.lower() for h in who.headers or {}))}")
-    if purge.tenant is not None:
-        parts.append(f"tenant={purge.tenant}")
-    return " ".join(parts)
 
 
 def cache_status(cache: ManagedCache) -> dict[str, object]:
@@ -239,6 +86,18 @@ def cache_status(cache: ManagedCache) -> dict[str, object]:
         "breaker": gauges.breaker,
         **cache.stats.snapshot(),
     }
+
+
+async def status_with_fleet(cache: ManagedCache) -> dict[str, object]:
+    """``cache_status`` and, under ``fleet``, every process's counters summed through Redis
+    (``None`` when Redis could not be read)."""
+    status = cache_status(cache)
+    try:
+        status["fleet"] = await cache.fleet_stats()
+    except StoreUnavailable as exc:
+        logger.warning("fleet stats unavailable: %s", exc, extra={"event": "fleet_stats"})
+        status["fleet"] = None
+    return status
 
 
 def describe_entry(
@@ -277,14 +136,24 @@ def _status_page(status: Mapping[str, Any]) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>fastapi-tiered-cache</title></head>
 <body style="font-family: sans-serif; max-width: 50rem; margin: 2rem auto">
 <h1>fastapi-tiered-cache</h1>
-<p>Hit ratio: <b>{format_ratio(status["hit_ratio"])}</b>. L1: {l1.get("entries", "-")} entries,
-{l1.get("bytes", "-")} bytes. L2 faults: {status["l2_faults"]}.
-Breaker: {html.escape(str(status["breaker"] or "-"))}.</p>
+{_fleet_line(status.get("fleet"))}
+<p>This process: hit ratio <b>{format_ratio(status["hit_ratio"])}</b>.
+L1: {l1.get("entries", "-")} entries, {l1.get("bytes", "-")} bytes.
+L2 faults: {status["l2_faults"]}. Breaker: {html.escape(str(status["breaker"] or "-"))}.</p>
 <h2>By tier</h2><table><tr><th>tier</th><th>share of lookups</th></tr>{tiers}</table>
 <h2>By route</h2>
 <table><tr><th>route</th><th>hit ratio</th><th>hits</th><th>misses</th></tr>{routes}</table>
 </body></html>
 """
+
+
+def _fleet_line(fleet: Any) -> str:
+    if not isinstance(fleet, Mapping):
+        return "<p>Fleet: unknown (Redis could not be read).</p>"
+    return (
+        f"<p>Fleet: {int(fleet.get('processes', 0))} processes, hit ratio"
+        f" <b>{format_ratio(fleet.get('hit_ratio'))}</b>.</p>"
+    )
 
 
 class _NoStoreRoute(APIRoute):
@@ -379,24 +248,33 @@ def build_admin_router(
 
     @router.get("/stats", summary="What the cache did, and its tiers")
     async def stats(who: Annotated[str, auth]) -> dict[str, object]:
-        return cache_status(cache)
+        return await status_with_fleet(cache)
 
     @router.get("/", response_class=HTMLResponse, summary="Status page")
     async def status_page(who: Annotated[str, auth]) -> str:
-        return _status_page(cache_status(cache))
+        return _status_page(await status_with_fleet(cache))
 
-    @router.post("/purge", summary="Purge entries by request, path, prefix, tags, identity...")
-    async def purge(body: PurgeRequest, who: Annotated[str, auth]) -> dict[str, object]:
+    @router.post(
+        "/purge",
+        summary="Purge entries by request, path, prefix, tags, identity...",
+        responses={404: {"description": "Nothing matched: not cached"}},
+    )
+    async def purge(body: PurgeRequest, who: Annotated[str, auth]) -> Any:
         what = describe_purge(body, cache.secret)
         extra = {"event": "admin_purge", "who": who, "kind": body.kind}
         try:
-            purged = await run_purge(cache, body)
+            outcome = await run_purge(cache, body)
         except StoreUnavailable as exc:
             logger.warning("admin purge by %s: %s failed: %s", who, what, exc, extra=extra)
             raise HTTPException(503, detail=f"purge failed: {exc}") from None
-        outcome = "done" if purged is None else f"{purged} purged"
-        logger.info("admin purge by %s: %s -> %s", who, what, outcome, extra=extra)
-        return {"kind": body.kind, "purged": purged}
+        done = "done" if outcome.purged is None else f"{outcome.purged} purged"
+        logger.info("admin purge by %s: %s -> %s", who, what, done, extra=extra)
+        answer: dict[str, object] = {"kind": body.kind, "purged": outcome.purged}
+        if outcome.urls:
+            answer["urls"] = list(outcome.urls)
+        if not outcome.matched:
+            return JSONResponse({**answer, "detail": "not cached"}, status_code=404)
+        return answer
 
     @router.get("/lookup", summary="What is stored for a URL")
     async def lookup(
@@ -409,22 +287,10 @@ def build_admin_router(
         if None in pairs:
             raise HTTPException(422, detail="each header must look like 'name: value'")
         headers = dict(pair for pair in pairs if pair is not None)
-        record = await cache.lookup(url, headers=headers or None, tenant=tenant)
-        if record is None:
+        found = await find_entry(cache, url, headers=headers or None, tenant=tenant)
+        if found is None:
             raise HTTPException(404, detail="not cached")
-        return {"url": url, **describe_entry(record, cache.clock(), secret_headers)}
+        resolved, record = found
+        return {"url": resolved, **describe_entry(record, cache.clock(), secret_headers)}
 
     return router
-
-
-def split_header(item: str) -> tuple[str, str] | None:
-    """``"Name: value"`` as ``("name", "value")``; None when it is not a header line."""
-    name, sep, value = item.partition(":")
-    if not sep or not name.strip():
-        return None
-    return name.strip().lower(), value.strip()
-
-
-def format_ratio(value: object) -> str:
-    """A hit ratio as a percentage, ``-`` when there were no lookups."""
-    return f"{value:.1%}" if isinstance(value, (int, float)) else "-"

@@ -1,15 +1,26 @@
-"""The invalidation bus: Redis pub/sub carrying purges to every process's L1.
+"""The invalidation bus: Redis pub/sub carrying purges to every process's L1, and the
+coherence bound that says how long a process may trust its L1 without hearing them.
 
 Why pub/sub and not RESP3 client tracking: tracking invalidates by Redis key, but our
 purges are mostly *generation bumps*, which change no stored key at all, and tag/path
-purges whose L1 copies must go even when L2 never held them. One channel also works
-unchanged on Redis Cluster, where a classic ``PUBLISH`` reaches subscribers on every node.
+purges whose L1 copies must go even when L2 never held them.
 
-A connection can die silently (packets dropped, socket still open), so each process
-publishes a heartbeat and expects to *receive its own* within three heartbeats.
-Whenever that fails, or the connection breaks, ``on_lost`` runs (the cache drops L1 and
-stops trusting its generation counters); once a heartbeat makes the round trip again,
-``on_restored`` runs. Messages are msgpack ``[sender, kind, data]``.
+**The coherence bound** (``TIERED_CACHE_COHERENCE_BOUND``, ``bound`` below): no process
+serves an L1 entry more than ``bound`` seconds after another process's purge of it, even
+when its bus connection dies silently (socket open, nothing delivered). Redis delivers
+the messages of one connection in the order it executed their ``PUBLISH``. So every
+``bound / 3`` seconds each process publishes a ping on a channel of its own, which only
+it hears, on the same connection (and, on a cluster, the same node) as the bus: when the
+ping it sent at ``s`` (its own clock) comes back, every purge published before ``s`` has
+already been handled, and L1 may be trusted until ``s + bound``. Past that deadline L1
+is not read at all (``Coherence``); requests go to Redis. One ping per process and
+interval, heard by one subscriber: N processes cost Redis N publishes and N deliveries
+per interval, not the N² of a shared heartbeat channel.
+
+If no ping comes back for three intervals, or the connection breaks, the bus is *lost*:
+L1 is dropped, and until a ping makes the round trip on a new connection L1 entries live
+at most ``bound`` seconds from when their data was read (``Coherence.l1_ttl``).
+Messages are msgpack ``[sender, kind, data]``.
 """
 
 from __future__ import annotations
@@ -17,22 +28,83 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgpack
+from redis.asyncio.cluster import RedisCluster
 
-__all__ = ["InvalidationBus"]
+__all__ = ["Coherence", "InvalidationBus", "finish"]
 
 logger = logging.getLogger("fastapi_tiered_cache")
 
 Handler = Callable[[str, Any], None]
+_MIN_LOST_AFTER = 1.0  # seconds: a busy event loop must not make the bus reconnect in a loop
+
+
+class Coherence:
+    """Whether this process may trust its L1, and for how long it may keep an entry.
+
+    - ``bound``: the coherence bound, in seconds.
+    - ``l1_max_ttl``: most seconds an entry lives in L1 while the bus is heard.
+    - ``shared``: False without Redis: there is nobody to be coherent with.
+    - ``timer``: monotonic seconds.
+
+    ``until``, read on the hit path: L1 and the memo are trusted while ``timer() <
+    until``. It is ``+inf`` without Redis, ``-inf`` while the bus is not heard (L1 entries
+    then expire ``bound`` seconds after their data was read, and the memo is off), and
+    ``s + bound`` while it is, ``s`` the send time of the last ping that came back.
+    """
+
+    def __init__(
+        self,
+        bound: float,
+        l1_max_ttl: float,
+        *,
+        shared: bool = True,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.bound = bound
+        self.l1_max_ttl = l1_max_ttl
+        self.shared = shared
+        self.timer = timer
+        self.heard = not shared
+        self.until = math.inf if not shared else -math.inf
+
+    def trusted(self) -> bool:
+        """Whether the bus has proven, within the bound, that no purge went unheard."""
+        return self.timer() < self.until
+
+    def l1_usable(self) -> bool:
+        """Whether L1 may be read: always when the bus is not heard (entries are short-
+        lived then), else while it is trusted."""
+        return not self.heard or self.timer() < self.until
+
+    def l1_ttl(self, ttl: float, read_at: float | None = None) -> float:
+        """Seconds an entry may live in L1, its data read at ``read_at`` (monotonic)."""
+        ttl = min(ttl, self.l1_max_ttl)
+        if self.heard:
+            return ttl
+        age = 0.0 if read_at is None else max(0.0, self.timer() - read_at)
+        return min(ttl, self.bound - age)
+
+    def confirm(self, sent_at: float) -> None:
+        """A ping sent at ``sent_at`` came back: everything published before was heard."""
+        self.heard = True
+        self.until = max(self.until, sent_at + self.bound)
+
+    def lose(self) -> None:
+        """The bus is not heard (lost, or not started): short-lived L1 entries only."""
+        if self.shared:
+            self.heard = False
+            self.until = -math.inf
 
 
 class _Silent(Exception):
-    """No heartbeat came back in time: the subscription cannot be trusted."""
+    """No ping came back in time: the subscription cannot be trusted."""
 
 
 class InvalidationBus:
@@ -41,7 +113,8 @@ class InvalidationBus:
     - ``client``: a ``redis.asyncio`` client with ``pubsub()``.
     - ``on_message(kind, data)``: called for every message from *another* process.
     - ``on_lost`` / ``on_restored``: called when delivery stops / resumes being certain.
-    - ``heartbeat``: seconds between heartbeats.
+    - ``coherence``: told of every ping that comes back (``confirm``) and of losses.
+    - ``interval``: seconds between pings (the bound / 3, at most the heartbeat setting).
     """
 
     def __init__(
@@ -52,21 +125,26 @@ class InvalidationBus:
         on_message: Handler,
         on_lost: Callable[[], None],
         on_restored: Callable[[], None],
-        heartbeat: float = 1.0,
+        coherence: Coherence | None = None,
+        interval: float = 1.0,
         timeout: float = 0.5,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self.channel = f"{namespace}:bus"
         self.sender = uuid.uuid4().hex
+        # Hash-tagged with the bus channel: the same cluster node, so the same connection.
+        self.ping_channel = f"{{{self.channel}}}:ping:{self.sender}"
         self.on_message = on_message
         self.on_lost = on_lost
         self.on_restored = on_restored
-        self.heartbeat = heartbeat
+        self.coherence = coherence if coherence is not None else Coherence(3 * interval, 30.0)
+        self.interval = interval
+        self.lost_after = max(3 * interval, _MIN_LOST_AFTER)
         self.timeout = timeout
         self.timer = timer
         self.healthy = False
-        self.lost_count = 0
+        self.pings = 0  # sent, for the cost figures
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_echo = 0.0
@@ -74,20 +152,31 @@ class InvalidationBus:
     def start(self) -> None:
         """Start listening (idempotent); must be called from a running event loop."""
         self._stopping = False
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="ftc-bus")
+        loop = asyncio.get_running_loop()
+        # Another loop's task died with that loop (a test client's, say): start one here.
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._task = loop.create_task(self._run(), name="ftc-bus")
 
     async def publish(self, kind: str, data: Any) -> None:
         """Send a message to every process (raises the client's errors)."""
+        await self._publish(self.channel, kind, data)
+
+    async def _publish(self, channel: str, kind: str, data: Any) -> None:
         payload = msgpack.packb([self.sender, kind, data], use_bin_type=True)
-        await asyncio.wait_for(self.client.publish(self.channel, payload), self.timeout)
+        options: dict[str, Any] = {}
+        if isinstance(self.client, RedisCluster):
+            # Every message to the node the subscriptions are on: one order for all of them.
+            node = self.client.get_node_from_key(self.channel)
+            if node is not None:
+                options["target_nodes"] = node
+        await asyncio.wait_for(self.client.publish(channel, payload, **options), self.timeout)
 
     async def close(self) -> None:
-        self._stopping = True  # ends the loop even if a client swallowed the cancel
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Stop listening; returns within about a second whatever Redis does."""
+        self._stopping = True  # ends the loops even if a client swallowed the cancel
+        # Only this loop's task: another loop's died with it (a test client's, say).
+        if self._task is not None and self._task.get_loop() is asyncio.get_running_loop():
+            await finish([self._task])
             self._task = None
         self.healthy = False
 
@@ -99,7 +188,7 @@ class InvalidationBus:
                 extra={"event": "bus_lost", "reason": reason},
             )
         self.healthy = False
-        self.lost_count += 1
+        self.coherence.lose()
         self.on_lost()
 
     def _receive(self, message: dict[str, Any]) -> None:
@@ -108,18 +197,22 @@ class InvalidationBus:
         except (ValueError, TypeError, msgpack.UnpackException):
             return  # not ours; never let a stray publisher break the bus
         if kind == "ping":
-            if sender == self.sender:
-                self._last_echo = self.timer()
-                if not self.healthy:
-                    self.healthy = True
-                    logger.info("invalidation bus connected", extra={"event": "bus_restored"})
-                    self.on_restored()
+            if sender == self.sender and isinstance(data, (int, float)):
+                self._echo(float(data))
             return
         if sender != self.sender:
             self.on_message(kind, data)
 
+    def _echo(self, sent_at: float) -> None:
+        self._last_echo = self.timer()
+        if not self.healthy:
+            self.healthy = True
+            logger.info("invalidation bus connected", extra={"event": "bus_restored"})
+            self.on_restored()  # drops L1 first: messages were missed while not heard
+        self.coherence.confirm(sent_at)
+
     async def _run(self) -> None:
-        backoff = self.heartbeat / 4
+        backoff = self.interval
         while not self._stopping:
             try:
                 await self._listen()
@@ -129,37 +222,73 @@ class InvalidationBus:
                 task = asyncio.current_task()
                 if task is not None and getattr(task, "cancelling", lambda: 0)():
                     raise asyncio.CancelledError from exc  # a client turned our cancel into this
+                if self._stopping:
+                    return
                 self._mark_lost(type(exc).__name__)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.heartbeat * 4)
-            else:  # pragma: no cover - _listen only returns by raising
-                return
+                backoff = min(backoff * 2, self.lost_after * 4)
+            else:
+                return  # stopping
 
     async def _listen(self) -> None:
         pubsub = self.client.pubsub()
         beat: asyncio.Task[None] | None = None
         try:
-            await asyncio.wait_for(pubsub.subscribe(self.channel), self.timeout)
+            await asyncio.wait_for(pubsub.subscribe(self.channel, self.ping_channel), self.timeout)
             self._last_echo = self.timer()
-            beat = asyncio.get_running_loop().create_task(self._beat())
-            while True:
+            beat = asyncio.get_running_loop().create_task(self._beat(), name="ftc-bus-ping")
+            while not self._stopping:
                 message = await pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=self.heartbeat / 2
+                    ignore_subscribe_messages=True, timeout=self.interval / 2
                 )
                 if message is not None and message.get("type") == "message":
                     self._receive(message)
-                if self.timer() - self._last_echo > 3 * self.heartbeat:
-                    raise _Silent("no heartbeat")
+                if self.timer() - self._last_echo > self.lost_after:
+                    raise _Silent("no ping came back")
+                if beat.done() and not self._stopping:
+                    raise _Silent("the ping task ended")
         finally:
             if beat is not None:
-                beat.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await beat
+                await finish([beat])
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(pubsub.aclose(), self.timeout)
 
     async def _beat(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(Exception):
-                await self.publish("ping", None)
-            await asyncio.sleep(self.heartbeat)
+                # The send time, in our own clock, travels with the ping: when it comes
+                # back, everything published before it has been delivered.
+                await self._publish(self.ping_channel, "ping", self.timer())
+                self.pings += 1
+            await asyncio.sleep(self.interval)
+
+
+async def finish(tasks: Iterable[asyncio.Future[Any]], timeout: float = 1.0) -> None:
+    """Cancel ``tasks`` and wait for them, at most ``timeout`` seconds in all: a task that
+    swallows its cancellation (some clients do, inside ``wait_for``) is cancelled again,
+    and abandoned when the time is up, so a shutdown never hangs on one."""
+    pending = {task for task in tasks if not task.done()}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while pending:
+        for task in pending:
+            task.cancel()
+        left = deadline - loop.time()
+        if left <= 0:
+            for task in pending:
+                task.add_done_callback(_consume)
+            logger.warning(
+                "%d background task(s) did not stop in time; abandoned",
+                len(pending),
+                extra={"event": "shutdown_timeout"},
+            )
+            return
+        _, pending = await asyncio.wait(pending, timeout=min(left, 0.1))
+    for task in tasks:
+        if task.done():
+            _consume(task)
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()

@@ -8,47 +8,54 @@ resolvers and the route rules. It holds no per-request state.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from functools import partial
 from typing import Any
 
-from starlette.requests import Request
-
-from .bus import InvalidationBus
-from .coalesce import FleetLease, HitForMiss, SingleFlight
-from .entry import CachedResponse, VaryPointer
-from .exceptions import StoreUnavailable
-from .generations import Generations, counter_names
+from . import lifecycle
+from .bus import Coherence, InvalidationBus
+from .credentials import CredentialRules
+from .data import DataCache, Principal, Seconds, beta_of, seconds_of
+from .entry import CachedResponse
+from .fleet import FleetReporter
+from .flights import HitForMiss, SingleFlight
+from .generations import Generations
 from .identity import (
-    DEFAULT_TENANT,
-    Bypass,
+    Identifier,
     Identity,
     IdentityResolver,
     TenantResolver,
-    credentials_of,
-    keyed_hash,
-    resolve,
-    scope_for,
-    tenant_label,
 )
-from .invalidation import Invalidator, exact_index, normalize_path, prefix_index, tag_index
-from .keys import KeyBuilder, VaryValues, build_key, filter_query, vary_values
+from .invalidation import Invalidator
+from .keys import KeyBuilder, build_key
+from .leases import FleetLease
 from .metrics import Event, Metrics, Stats
 from .policy import Reason
+from .purges import Purges
+from .replay import Marks
 from .request import RequestInfo
-from .routes import UNKNOWN, RouteInputs, RouteTable
+from .routes import NOT_FOUND, RouteInputs
+from .routing import Routing
 from .rules import RuleSet
-from .settings import CacheSettings, RouteRule, load_settings
+from .settings import CacheSettings, load_settings
 from .stores import MemoryStore, RedisStore, TieredStore
 from .stores.breaker import BreakerState, CircuitBreaker
 from .stores.connect import build_client_from_settings
+from .stores.loops import PerLoopClient, asyncio_running
+from .stores.tiered import Lookup
+from .verdicts import Refusal
+from .visibility import Visibility
 
 __all__ = ["TieredCache"]
 
 logger = logging.getLogger("fastapi_tiered_cache")
+
+
+def _is_factory(redis: Any) -> bool:
+    """Whether ``redis=`` is a factory of clients rather than a client."""
+    return callable(redis) and not hasattr(redis, "execute_command")
 
 
 def _tenant_of_key(key: str) -> str | None:
@@ -62,7 +69,8 @@ class TieredCache:
 
     - ``settings``: a ``CacheSettings``; read from the environment when omitted.
     - ``redis``: a ready ``redis.asyncio`` client (for example fakeredis), used instead of
-      ``settings.redis_url``.
+      ``settings.redis_url`` and left open for its owner; or a function that makes one,
+      which the cache calls once per event loop and closes with that loop.
     - ``identity_resolver`` / ``tenant_resolver`` / ``key_builder``: objects that override the
       dotted paths of the settings.
     - ``clock``: wall-clock seconds (tests inject a fake one).
@@ -93,17 +101,34 @@ class TieredCache:
             else f"fastapi-tiered-cache:{s.namespace}".encode()
         )
         self.rules = RuleSet(s.rules)
-        self.identity_resolver = identity_resolver or s.identity_resolver
-        self.tenant_resolver = tenant_resolver or s.tenant_resolver
-        self.key_builder: KeyBuilder = key_builder or s.key_builder or build_key
         self.statuses = frozenset(s.statuses) | (
             frozenset({404, 410}) if s.negative_ttl else frozenset()
         )
         self.methods = frozenset(s.methods)
+        self.credentials = CredentialRules(
+            s.identity_headers,
+            s.identity_cookies,
+            s.credential_name_parts,
+            s.credential_name_ignore,
+        )
+        # The phases of the pipeline that need no store: identify (tenant and identity
+        # scope), route and key (``routing``); the middleware composes them.
+        self.identifier = Identifier(
+            self.credentials,
+            secret=self.secret,
+            tenant_header=s.tenant_header,
+            caches_identities=s.caches_identities,
+            identity_resolver=identity_resolver or s.identity_resolver,
+            tenant_resolver=tenant_resolver or s.tenant_resolver,
+        )
+        # One byte budget: L1 entries get 7/8 of it, the memo 1/16 (its keys and the records
+        # it holds for header reuse), route lookups 1/32; the rest is headroom for indexes.
+        self.memo_bytes = s.l1_max_bytes // 16
+        self.table_bytes = s.l1_max_bytes // 32
         l1 = (
             MemoryStore(
                 s.l1_max_entries,
-                s.l1_max_bytes,
+                s.l1_max_bytes - s.l1_max_bytes // 8,
                 timer=l1_timer,
                 tenant_share=s.l1_tenant_share,
                 tenant_of=_tenant_of_key,
@@ -112,13 +137,17 @@ class TieredCache:
             else None
         )
         breaker = CircuitBreaker(s.breaker_threshold, s.breaker_cooldown)
+        l2 = self._l2(redis)
+        # When L1 may be trusted: always alone; with Redis, while the bus vouches for it.
+        self.coherence = Coherence(s.coherence_bound, s.l1_max_ttl, shared=l2 is not None)
         self.store = TieredStore(
             l1,
-            self._l2(redis),
+            l2,
             l1_max_ttl=s.l1_max_ttl,
             clock=clock,
             breaker=breaker,
             report=lambda event, reason: self.record(event, reason=reason),
+            coherence=self.coherence,
         )
         # Response headers carrying tags, as raw lower-case names, and those never forwarded.
         self.surrogate_headers = frozenset(h.encode("latin-1") for h in s.surrogate_key_headers)
@@ -126,12 +155,35 @@ class TieredCache:
         self.hidden_headers = (
             frozenset() if s.forward_surrogate_keys else self.surrogate_headers
         ) | (frozenset() if s.forward_targeted_headers else targeted)
+        self.marks = Marks(s)  # the Cache-Status and X-Cache fields of every answer
         self.stats = Stats()
         self.exporters: list[Metrics] = []
-        self._vary_names: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[str, ...]] = {}
-        self._route_tables: dict[int, RouteTable] = {}
-        self._app: Any = None
-        self._started = False
+        self.visibility = Visibility(
+            table_bytes=max(self.table_bytes, 64 * 1024), trusted=s.trusted_middleware
+        )
+        self.routing = Routing(
+            self.rules,
+            self.visibility,
+            self.credentials,
+            key_builder or s.key_builder or build_key,
+            secret=self.secret,
+            namespace=s.namespace,
+            vary_on=s.vary_on,
+            cache_private=s.cache_private,
+        )
+        # The routing phase's questions, asked of the cache by the pipeline.
+        self.policy_for = self.routing.policy_for
+        self.vary_names = self.routing.vary_names
+        self.keyed_request = self.routing.keyed_request
+        self.key_for = self.routing.key_for
+        self.private_allowed = self.routing.private_allowed
+        self.root_path = ""  # as last seen on a request: programmatic purges use it
+        self.announced = False  # said which tiers are active (lifecycle.startup)
+        self.bus_loop: asyncio.AbstractEventLoop | None = None  # where the bus was started
+        self.said_lazy = False  # said once: started on first use, without a lifespan
+        # Whether a loop no lifespan started starts the bus on first use (see
+        # ensure_started); off, such an app runs without the bus, as it did before.
+        self.start_on_first_use = True
         client = self.store.l2.client if isinstance(self.store.l2, RedisStore) else None
         # Every Redis command on the request path shares L2's budget and breaker; purges
         # share the budget but are tried even while the breaker is open.
@@ -140,19 +192,21 @@ class TieredCache:
             client,
             s.namespace,
             timeout=s.redis_timeout,
-            degraded_ttl=1.0,
+            degraded_ttl=s.coherence_bound,
             timer=l1_timer,
             run=run,
             purge_run=purge_run,
+            coherence=self.coherence,
         )
         self.bus = (
             InvalidationBus(
                 client,
                 s.namespace,
-                on_message=self._on_bus_message,
-                on_lost=self._on_bus_change,
-                on_restored=self._on_bus_change,
-                heartbeat=s.bus_heartbeat,
+                on_message=partial(lifecycle.on_bus_message, self),
+                on_lost=partial(lifecycle.on_bus_change, self),
+                on_restored=partial(lifecycle.on_bus_change, self),
+                coherence=self.coherence,
+                interval=min(s.bus_heartbeat, s.coherence_bound / 3),
                 timeout=max(s.redis_timeout, 0.5),
             )
             if client is not None and hasattr(client, "pubsub")
@@ -162,35 +216,116 @@ class TieredCache:
             self.store,
             client,
             s.namespace,
-            publish=self.bus.publish if self.bus is not None else None,
+            publish=partial(lifecycle.publish, self) if self.bus is not None else None,
             timeout=s.redis_timeout,
-            timer=l1_timer,
+            timer=self.coherence.timer,
             clock=clock,
             run=run,
             purge_run=purge_run,
+            announce_for=self.coherence.l1_max_ttl,
         )
-        self._sync_l1_bound()
-        # Stampede protection and stale serving (see coalesce.py).
+        # Stampede protection and stale serving (see flights.py and leases.py).
         self.flight: SingleFlight[CachedResponse | None] = SingleFlight(wait=s.coalesce_wait)
-        self.fleet = (
-            FleetLease(
+        # Concurrent L2 lookups of one key share one round trip (see lookup.look_up_one).
+        self.lookups: SingleFlight[Lookup] = SingleFlight(wait=s.coalesce_wait)
+        self._client = client
+        self._fleet = self._new_fleet()
+        self.hit_for_miss = HitForMiss(s.hit_for_miss_ttl, timer=l1_timer)
+        # Fleet-wide stats: this process's counters, written to Redis now and then.
+        self.reporter = (
+            FleetReporter(
                 client,
-                namespace=s.namespace,
-                lease_ttl=s.lease_ttl,
-                wait=s.coalesce_wait,
-                timeout=s.redis_timeout,
+                s.namespace,
+                self.stats,
+                partial(lifecycle.gauges, self),
                 run=run,
+                every=s.stats_interval,
             )
-            if client is not None and s.coalesce
+            if client is not None and s.stats_interval > 0
             else None
         )
-        self.hit_for_miss = HitForMiss(s.hit_for_miss_ttl, timer=l1_timer)
         self.refreshing: set[str] = set()
         self.background: set[asyncio.Task[Any]] = set()
         self.compute_seconds: dict[str, float] = {}  # last origin time per route, for XFetch
+        self.data = DataCache(self)  # what get, set, get_or_set and @cached share
+        self.purges = Purges(self)  # what the invalidate_* methods do
+        self.invalidator.unfinished.purge_all = self.purges.all
+
+    def _new_fleet(self) -> FleetLease | None:
+        s, client = self.settings, self._client
+        if client is None or not s.coalesce:
+            return None
+        return FleetLease(
+            client,
+            namespace=s.namespace,
+            lease_ttl=s.lease_ttl,
+            wait=s.coalesce_wait,
+            timeout=s.redis_timeout,
+            run=self.store.run,
+        )
+
+    def renew_fleet(self) -> FleetLease | None:
+        """A new fleet lease in place of the current one, which is returned (to be closed:
+        a closed lease never works again)."""
+        fleet, self._fleet = self._fleet, self._new_fleet()
+        return fleet
+
+    # -- life in an event loop (lifecycle.py) ---------------------------------------------
+    @property
+    def tiers(self) -> str:
+        """Human-readable description of the active tiers."""
+        return lifecycle.tiers(self)
+
+    def startup(self) -> None:
+        """Say once which tiers are active (called at application start-up)."""
+        lifecycle.startup(self)
+
+    def start_background(self) -> None:
+        """Start the invalidation bus and open the L2 connection (idempotent), in the loop
+        that will serve."""
+        lifecycle.start_background(self)
+
+    def ensure_started(self) -> None:
+        """Start the bus on first use in a loop no lifespan started (see lifecycle)."""
+        lifecycle.ensure_started(self)
+
+    async def warm_up(self) -> bool:
+        """Connect to L2 within the connect timeout; False when it is not reachable."""
+        return await lifecycle.warm_up(self)
+
+    async def close(self) -> None:
+        """Stop the bus, close this loop's Redis connections and drop L1 (at shutdown); the
+        cache stays usable in a later loop."""
+        await lifecycle.close(self)
+
+    async def fleet_stats(self) -> dict[str, Any]:
+        """Every process's counters summed, through Redis; without it, this process's own.
+        Raises ``StoreUnavailable``."""
+        return await lifecycle.fleet_stats(self)
+
+    def run_in_background(self, key: str, work: Callable[[], Awaitable[None]]) -> bool:
+        """Run one refresh of ``key`` in the background, bounded per process; False if not."""
+        return lifecycle.run_in_background(self, key, work)
+
+    @property
+    def fleet(self) -> FleetLease | None:
+        """The fleet lease, or None (no Redis, coalescing off, or not on asyncio)."""
+        return self._fleet if asyncio_running() else None
+
+    @fleet.setter
+    def fleet(self, fleet: FleetLease | None) -> None:
+        self._fleet = fleet
 
     def _l2(self, redis: Any) -> RedisStore | None:
         s = self.settings
+        if redis is not None and _is_factory(redis):
+            # Clients made by the cache's own factory, one per event loop, closed with it.
+            return RedisStore(
+                PerLoopClient(redis),
+                timeout=s.redis_timeout,
+                max_in_flight=s.redis_max_connections,
+                report=lambda event, reason: self.record(event, reason=reason),
+            )
         if redis is not None:
             return RedisStore(
                 redis,
@@ -201,7 +336,9 @@ class TieredCache:
             )
         if s.redis_url is None:
             return None
-        client = build_client_from_settings(s)
+        settings = s
+        # One client per event loop (see stores/loops.py): tests and scripts run several.
+        client = PerLoopClient(lambda: build_client_from_settings(settings))
         return RedisStore(
             client,
             timeout=s.redis_timeout,
@@ -209,170 +346,20 @@ class TieredCache:
             report=lambda event, reason: self.record(event, reason=reason),
         )
 
-    @property
-    def tiers(self) -> str:
-        """Human-readable description of the active tiers."""
-        tiers = (("L1", self.store.l1), ("L2", self.store.l2))
-        names = [name for name, tier in tiers if tier is not None]
-        return " + ".join(names) or "none"
-
-    def startup(self) -> None:
-        """Say once which tiers are active (called at application start-up)."""
-        if self._started:
-            return
-        self._started = True
-        if not self.settings.enabled:
-            logger.info("fastapi-tiered-cache disabled (TIERED_CACHE_ENABLED=false)")
-        elif self.store.l2 is None:
-            logger.info("fastapi-tiered-cache: no TIERED_CACHE_REDIS_URL, running L1 only")
-        else:
-            logger.info("fastapi-tiered-cache: tiers %s", self.tiers)
-        if not self.settings.caches_identities:
-            logger.info(
-                "fastapi-tiered-cache: responses to requests with credentials are not cached"
-                " (set TIERED_CACHE_SECRET_KEY to cache them per identity)"
-            )
-
-    def start_background(self) -> None:
-        """Start the invalidation bus and open the L2 connection (idempotent; needs a
-        running event loop). Called at application start-up."""
-        if self.bus is not None:
-            self.bus.start()
-        if self.store.l2 is not None:
-            task = asyncio.get_running_loop().create_task(self.warm_up())
-            self.background.add(task)
-            task.add_done_callback(self.background.discard)
-
-    async def warm_up(self) -> bool:
-        """Connect to L2 (and learn a cluster's slots) within the connect timeout, not the
-        per-request budget, so the first requests do not pay for a slow handshake."""
-        l2 = self.store.l2
-        if not isinstance(l2, RedisStore):
-            return False
-        try:
-            await asyncio.wait_for(l2.client.ping(), 2 * self.settings.redis_connect_timeout)
-        except Exception as exc:  # Redis down at start-up is a degraded start, not a failure
-            logger.warning("L2 not reachable at start-up: %s", exc, extra={"event": "warm_up"})
-            return False
-        return True
-
-    async def close(self) -> None:
-        """Stop the bus, close the Redis connections and drop L1 (at application shutdown)."""
-        for task in list(self.background):
-            task.cancel()
-        for task in list(self.background):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self.background.clear()
-        if self.fleet is not None:
-            await self.fleet.close()
-        if self.bus is not None:
-            await self.bus.close()
-        await self.invalidator.close()
-        await self.store.close()
-
-    def run_in_background(self, key: str, work: Callable[[], Awaitable[None]]) -> bool:
-        """Run one refresh of ``key`` in the background, bounded per process; False if not."""
-        if key in self.refreshing or len(self.refreshing) >= self.settings.max_background_refreshes:
-            return False
-        self.refreshing.add(key)
-
-        async def run() -> None:
-            try:
-                await work()
-            except Exception as exc:  # a failed refresh leaves the stale entry in place
-                logger.warning("background refresh failed: %s", exc, extra={"event": "refresh"})
-            finally:
-                self.refreshing.discard(key)
-
-        task = asyncio.get_running_loop().create_task(run())
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
-        return True
-
-    # -- coherence --------------------------------------------------------------------
-    def _sync_l1_bound(self) -> None:
-        """Trust L1 for ``l1_max_ttl`` only while the bus is delivering; else a few beats."""
-        s = self.settings
-        coherent = self.store.l2 is None or (self.bus is not None and self.bus.healthy)
-        self.generations.trusted = coherent
-        self.store.l1_max_ttl = s.l1_max_ttl if coherent else min(s.l1_max_ttl, 3 * s.bus_heartbeat)
-
-    def _on_bus_change(self) -> None:
-        # Whatever we held may have been purged while we could not hear: start over.
-        if self.store.l1 is not None:
-            self.store.l1.clear()
-        self.invalidator.local.clear()
-        self.generations.forget()
-        self._sync_l1_bound()
-
-    def _on_bus_message(self, kind: str, data: Any) -> None:
-        if kind == "purge":
-            self.invalidator.on_purge_message(data)
-        elif kind == "gen" and isinstance(data, list) and len(data) == 2:
-            name, value = data
-            if isinstance(name, str) and isinstance(value, int):
-                self.generations.apply(name, value)
-
-    async def identify(self, info: RequestInfo, inputs: RouteInputs = UNKNOWN) -> Identity | Reason:
-        """The tenant and scope a request is cached under, or why it must bypass.
-
-        A resolver that raises makes the request bypass the cache (logged): a plug-in bug
-        must cost the cache, never the response.
-        """
-        try:
-            return await self._identify(info, inputs)
-        except Exception as exc:
-            logger.error(
-                "identity/tenant resolver failed: %s: %s",
-                type(exc).__name__,
-                exc,
-                extra={"event": "resolver_error"},
-            )
-            return Reason.RESOLVER
-
-    async def _identify(self, info: RequestInfo, inputs: RouteInputs) -> Identity | Reason:
-        tenant = await self._tenant(info)
-        if tenant is None:
-            return Reason.RESOLVER
-        s = self.settings
-        credentials = credentials_of(
-            info,
-            (*s.identity_headers, *inputs.credential_headers),
-            (*s.identity_cookies, *inputs.credential_cookies),
+    async def identify(
+        self, info: RequestInfo, inputs: RouteInputs = NOT_FOUND
+    ) -> Identity | Reason | Refusal:
+        """The tenant and scope a request is cached under, or why it must bypass (the
+        credentials its route declares count too; see ``identity.Identifier``)."""
+        return await self.identifier.identify(
+            info, inputs.credential_headers, inputs.credential_cookies
         )
-        principal: str | None
-        if self.identity_resolver is not None:
-            answer = await resolve(self.identity_resolver, Request(info.scope))
-            if isinstance(answer, Bypass) or (answer is None and credentials):
-                return Reason.RESOLVER  # fail closed: credentials are never anonymous
-            principal = answer
-        elif credentials:
-            principal = "\n".join(credentials)
-        else:
-            principal = None
-        if principal is None:
-            return Identity(tenant=tenant)
-        if not s.caches_identities:
-            return Reason.AUTHENTICATED
-        return Identity(tenant=tenant, scope=scope_for(principal, self.secret))
 
     async def tenant_of(self, info: RequestInfo) -> str | None:
-        """The tenant label of a request, or None when the resolver says bypass."""
-        return await self._tenant(info)
-
-    async def _tenant(self, info: RequestInfo) -> str | None:
-        """The tenant label of a request, or None when the resolver says bypass."""
-        if self.tenant_resolver is not None:
-            tenant = await resolve(self.tenant_resolver, Request(info.scope))
-            if isinstance(tenant, Bypass):
-                return None
-        else:
-            header = self.settings.tenant_header
-            tenant = (info.headers.get(header, "").strip() or None) if header else None
-        if tenant is None:
-            return DEFAULT_TENANT
-        return tenant_label(tenant, self.secret)
+        """The tenant label of a request, or None when it must bypass."""
+        tenant = await self.identifier.tenant(info)
+        # Reason and Refusal are str enums: test them first, never "is it a str".
+        return None if isinstance(tenant, (Reason, Refusal)) else tenant
 
     def record(
         self,
@@ -398,50 +385,10 @@ class TieredCache:
         for exporter in self.exporters:
             exporter.observe(seconds, route=route, outcome=outcome)
 
-    def vary_names(self, rule: RouteRule | None, inputs: RouteInputs = UNKNOWN) -> tuple[str, ...]:
-        """Request parts always in the key: ``vary_on``, the rule's, and what the route reads."""
-        extra = tuple(rule.vary) if rule is not None else ()
-        memo = (extra, inputs.vary)
-        names = self._vary_names.get(memo)
-        if names is None:
-            names = tuple(sorted({*self.settings.vary_on, *extra, *inputs.vary}))
-            self._vary_names[memo] = names
-        return names
-
-    def route_inputs(self, scope: Any, fallback_app: Any = None) -> RouteInputs:
-        """What the route that will answer ``scope`` reads (learned once per app).
-
-        The app comes from ``scope["app"]`` (set by Starlette before its middleware), else
-        ``fallback_app`` (the app the middleware wraps, when it wraps from outside), else
-        the last app seen (for URLs purged or looked up from code).
-        """
-        routed = fallback_app is not None and hasattr(fallback_app, "routes")
-        app = scope.get("app") or (fallback_app if routed else None) or self._app
-        if app is None:
-            return UNKNOWN
-        self._app = app
-        table = self._route_tables.get(id(app))
-        if table is None:
-            table = self._route_tables[id(app)] = RouteTable.of(app)
-        return table.find(scope)
-
-    @staticmethod
-    def keyed_request(info: RequestInfo, rule: RouteRule | None) -> RequestInfo:
-        """The request as its key sees it: the rule's query allow/deny-list applied."""
-        if rule is None or (rule.query_allow is None and not rule.query_deny):
-            return info
-        return replace(info, query=filter_query(info.query, rule.query_allow, rule.query_deny))
-
-    def policy_for(
-        self, info: RequestInfo, app: Any = None
-    ) -> tuple[RouteRule | None, RouteInputs]:
-        """The rule governing a request (environment rules win over ``@cache_policy``)."""
-        inputs = self.route_inputs(info.scope, app)
-        rule = self.rules.match(info.path, inputs.name) if self.rules else None
-        return (rule if rule is not None else inputs.policy), inputs
-
     async def generation(self, identity: Identity) -> str | None:
         """The generation part of keys in this scope; None if it cannot be known now."""
+        if self.bus_loop is not asyncio._get_running_loop():
+            self.ensure_started()
         known = self.generations.peek(identity.tenant, identity.scope)
         if known is not None:
             return known
@@ -451,59 +398,46 @@ class TieredCache:
 
     @property
     def l2_usable(self) -> bool:
-        """Whether Redis may be asked now (the breaker is closed); probes stay with the store."""
-        return self.store.l2 is not None and self.store.breaker.state is BreakerState.CLOSED
+        """Whether Redis may be asked now (the breaker is closed, and this is asyncio);
+        probes stay with the store."""
+        return (
+            self.store.l2 is not None
+            and self.store.breaker.state is BreakerState.CLOSED
+            and asyncio_running()
+        )
 
-    def key_for(
-        self, info: RequestInfo, identity: Identity, vary: VaryValues, generation: str | None
-    ) -> str:
-        """The storage key of a request in a scope, with the given Vary values.
+    async def origins(self) -> list[str]:
+        """Every ``scheme://host`` whose responses were stored, as the app saw them (at most
+        64, fleet-wide through Redis): what a relative URL of a purge is resolved against."""
+        return await self.invalidator.fills.origins()
 
-        ``generation`` None (counters unknown, Redis unreachable) gives a key that is only
-        ever used in this process's L1.
-        """
-        digest = self.key_builder(info, vary, secret=self.secret)
-        if len(digest) > 64 or not digest.isalnum():  # a plug-in's digest, kept bounded
-            digest = keyed_hash(self.secret, "key", digest, size=20)
-        gen = generation or "gx"
-        return f"{self.settings.namespace}:{gen}:{identity.tenant}:{identity.scope}:{digest}"
-
-    # -- the invalidation API ------------------------------------------------------------
     def tenant_label(self, tenant: str | None) -> str:
         """How a tenant id appears in keys and indexes (None: the default tenant)."""
-        return DEFAULT_TENANT if tenant is None else tenant_label(tenant, self.secret)
+        return self.identifier.label(tenant)
 
+    # -- the invalidation API (purges.Purges) ---------------------------------------------
     async def invalidate_path(
         self, path: str, *, tenant: str | None = None, soft: bool = False
     ) -> int:
-        """Purge every variant and identity scope stored for ``path`` (query strings too)."""
-        self.record(Event.INVALIDATION, reason="path")
-        label = self.tenant_label(tenant)
-        return await self.invalidator.purge([exact_index(label, path)], soft=soft)
+        """Purge every variant and identity scope stored for ``path`` (query strings too);
+        returns how many entries were purged. ``soft`` marks them stale instead."""
+        return await self.purges.path(path, tenant=tenant, soft=soft)
 
     async def invalidate_prefix(
         self, prefix: str, *, tenant: str | None = None, soft: bool = False
     ) -> int:
         """Purge ``prefix`` and every path below it (by whole segments: ``/a`` not ``/ab``)."""
-        label = self.tenant_label(tenant)
-        if normalize_path(prefix) == "/":
-            await self.invalidate_tenant(tenant)
-            return 0
-        self.record(Event.INVALIDATION, reason="prefix")
-        return await self.invalidator.purge([prefix_index(label, prefix)], soft=soft)
+        return await self.purges.prefix(prefix, tenant=tenant, soft=soft)
 
     async def invalidate_tags(
         self, *tags: str, tenant: str | None = None, soft: bool = False
     ) -> int:
-        """Purge every entry carrying any of ``tags`` (surrogate keys)."""
-        self.record(Event.INVALIDATION, reason="tag")
-        label = self.tenant_label(tenant)
-        return await self.invalidator.purge([tag_index(label, tag) for tag in tags], soft=soft)
+        """Purge every response and data entry carrying any of ``tags`` (surrogate keys)."""
+        return await self.purges.tags(*tags, tenant=tenant, soft=soft)
 
     async def invalidate_tenant(self, tenant: str | None) -> None:
         """Purge a whole tenant in O(1): its generation counter moves on."""
-        self.record(Event.INVALIDATION, reason="tenant")
-        await self._bump(counter_names(self.settings.namespace, self.tenant_label(tenant), "")[1])
+        await self.purges.tenant(tenant)
 
     async def invalidate_identity(
         self,
@@ -513,31 +447,11 @@ class TieredCache:
         tenant: str | None = None,
     ) -> None:
         """Purge one identity's scope in O(1), named by principal or by its credentials."""
-        if principal is None:
-            info = RequestInfo.from_url("GET", "/", headers)
-            identity = await self.identify(info, self._every_credential())
-            if isinstance(identity, Reason) or identity.is_anonymous:
-                raise ValueError("these headers carry no credentials the cache can scope")
-            scope = identity.scope
-        else:
-            scope = scope_for(principal, self.secret)
-        self.record(Event.INVALIDATION, reason="identity")
-        names = counter_names(self.settings.namespace, self.tenant_label(tenant), scope)
-        await self._bump(names[2])
-
-    def _every_credential(self) -> RouteInputs:
-        """Inputs naming every credential any known route reads (only present ones count)."""
-        routes = [inputs for table in self._route_tables.values() for _, _, inputs in table.routes]
-        return RouteInputs(
-            template="",
-            credential_headers=tuple(sorted({h for r in routes for h in r.credential_headers})),
-            credential_cookies=tuple(sorted({c for r in routes for c in r.credential_cookies})),
-        )
+        await self.purges.identity(principal=principal, headers=headers, tenant=tenant)
 
     async def invalidate_all(self) -> None:
         """Purge everything in O(1): the global generation counter moves on."""
-        self.record(Event.INVALIDATION, reason="all")
-        await self._bump(counter_names(self.settings.namespace, DEFAULT_TENANT, "")[0])
+        await self.purges.all()
 
     async def invalidate_request(
         self,
@@ -547,17 +461,9 @@ class TieredCache:
         headers: Mapping[str, str] | None = None,
         tenant: str | None = None,
     ) -> int:
-        """Purge the entry one request would be served (its tenant, scope and variant)."""
-        self.record(Event.INVALIDATION, reason="key")
-        keys = await self._keys_of(method, url, headers, tenant)
-        if not keys:
-            return 0
-        self.invalidator.evict_local((), keys)
-        await self.store.delete_many(keys)
-        if self.bus is not None:
-            with contextlib.suppress(Exception):
-                await self.bus.publish("purge", [[], keys])
-        return 1
+        """Purge the entry one request would be served (its tenant, scope and variant);
+        returns how many entries were deleted (0: nothing was stored for it)."""
+        return await self.purges.request(method, url, headers=headers, tenant=tenant)
 
     async def lookup(
         self,
@@ -567,41 +473,74 @@ class TieredCache:
         tenant: str | None = None,
     ) -> CachedResponse | None:
         """What is stored for a GET of ``url`` by a client sending ``headers``."""
-        keys = await self._keys_of("GET", url, headers, tenant)
-        found = await self.store.get(keys[-1]) if keys else None
-        return found[0] if found and isinstance(found[0], CachedResponse) else None
+        return await self.purges.lookup(url, headers=headers, tenant=tenant)
 
-    async def _keys_of(
+    # -- the data API (data.py; @cached in decorators.py) --------------------------------
+    async def get(
         self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str] | None,
-        tenant: str | None,
-    ) -> list[str]:
-        """The primary key of a request and, behind a Vary pointer, its variant's key."""
-        merged = dict(headers or {})
-        if tenant is not None and self.settings.tenant_header:
-            merged[self.settings.tenant_header] = tenant
-        info = RequestInfo.from_url(method, url, merged)
-        rule, inputs = self.policy_for(info)
-        identity = await self.identify(info, inputs)
-        if isinstance(identity, Reason):
-            return []
-        generation = await self.generation(identity)
-        info = self.keyed_request(info, rule)
-        names = self.vary_names(rule, inputs)
-        primary = self.key_for(info, identity, vary_values(info, names), generation)
-        found = await self.store.get(primary)
-        if found is not None and isinstance(found[0], VaryPointer):
-            names = tuple(sorted({*names, *found[0].names}))
-            return [primary, self.key_for(info, identity, vary_values(info, names), generation)]
-        return [primary]
+        key: str,
+        default: Any = None,
+        *,
+        as_type: Any = None,
+        principal: Principal = None,
+        tenant: str | None = None,
+    ) -> Any:
+        """The value stored under ``key``, or ``default`` when absent, expired or unreadable
+        (Redis down included). ``as_type`` (a model, ``list[Model]``, ...) validates it
+        into that type; without it, plain msgpack data (dicts, lists, str, ...).
+        ``principal`` / ``tenant``: the scope it was stored in."""
+        return await self.data.get(key, default, as_type, principal, tenant)
 
-    async def _bump(self, name: str) -> None:
-        try:
-            value = await self.generations.bump(name)
-        except StoreUnavailable as exc:
-            raise StoreUnavailable(f"purge failed: {exc}") from exc
-        if self.bus is not None:
-            with contextlib.suppress(Exception):
-                await self.bus.publish("gen", [name, value])
+    async def set(
+        self,
+        key: str,
+        value: Any,
+        ttl: Seconds | None = None,
+        *,
+        tags: Iterable[str] = (),
+        as_type: Any = None,
+        principal: Principal = None,
+        tenant: str | None = None,
+    ) -> None:
+        """Store ``value`` for ``ttl`` seconds (``default_ttl`` when omitted; 0 deletes) in
+        both tiers; every worker drops its older L1 copy. Raises ``ValueNotSerializable``
+        for a value msgpack cannot hold; never for Redis."""
+        seconds = self.settings.default_ttl if ttl is None else seconds_of(ttl)
+        await self.data.set(key, value, seconds, tags, principal, tenant, as_type)
+
+    async def delete(
+        self, key: str, *, principal: Principal = None, tenant: str | None = None
+    ) -> None:
+        """Remove ``key`` from both tiers and every worker's L1."""
+        await self.data.delete(key, principal, tenant)
+
+    async def get_or_set(
+        self,
+        key: str,
+        factory: Callable[[], Awaitable[Any]],
+        ttl: Seconds | None = None,
+        *,
+        tags: Iterable[str] = (),
+        stale_while_revalidate: Seconds | None = None,
+        stale_if_error: Seconds | None = None,
+        early_refresh: float | None = None,
+        as_type: Any = None,
+        principal: Principal = None,
+        tenant: str | None = None,
+    ) -> Any:
+        """The value under ``key``; when there is none, ``await factory()`` once (in this
+        process and across the fleet), store it and return it. Typed as ``as_type``, else
+        as the factory's annotated return type, else plain data."""
+        seconds = self.settings.default_ttl if ttl is None else seconds_of(ttl)
+        return await self.data.get_or_set(
+            key,
+            factory,
+            seconds,
+            tags,
+            seconds_of(stale_while_revalidate, "stale_while_revalidate"),
+            seconds_of(stale_if_error, "stale_if_error"),
+            beta_of(early_refresh),
+            as_type,
+            principal,
+            tenant,
+        )

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgpack
 
-from .entry import CachedResponse, Record, VaryPointer
+from .entry import CachedResponse, DataEntry, Record, VaryPointer
 from .exceptions import DecodeError
 
 __all__ = ["FORMAT_VERSION", "decode", "encode"]
@@ -21,12 +21,17 @@ __all__ = ["FORMAT_VERSION", "decode", "encode"]
 FORMAT_VERSION = 1
 _RESPONSE = 0
 _POINTER = 1
+# A value of the data API: payload, stored_at, fresh_for, stale_for, swr, sie, tags and
+# the seconds it took to compute.
+_DATA = 2
 
 
 def encode(key: str, record: Record) -> bytes:
     """Serialise a record stored under ``key``."""
     if isinstance(record, VaryPointer):
         return bytes(msgpack.packb([FORMAT_VERSION, _POINTER, key, list(record.names)]))
+    if isinstance(record, DataEntry):
+        return _encode_data(key, record)
     return bytes(
         msgpack.packb(
             [
@@ -51,6 +56,48 @@ def encode(key: str, record: Record) -> bytes:
             ],
             use_bin_type=True,
         )
+    )
+
+
+def _encode_data(key: str, entry: DataEntry) -> bytes:
+    fields = [
+        FORMAT_VERSION,
+        _DATA,
+        key,
+        entry.body,
+        entry.stored_at,
+        entry.fresh_for,
+        entry.stale_for,
+        entry.stale_while_revalidate,
+        entry.stale_if_error,
+        list(entry.tags),
+        entry.compute_seconds,
+    ]
+    return bytes(msgpack.packb(fields, use_bin_type=True))
+
+
+def _data(fields: list[Any]) -> DataEntry:
+    if len(fields) != 8:
+        raise _malformed("data field count")
+    body, stored_at, fresh_for, stale_for, swr, sie, tags, compute = fields
+    if type(body) is not bytes:
+        raise _malformed("data payload")
+    for number in (stored_at, fresh_for, stale_for, swr, sie, compute):
+        if type(number) not in _NUMBERS:
+            raise _malformed("number")
+    if type(tags) is not list or any(type(tag) is not str for tag in tags):
+        raise _malformed("tags")
+    return DataEntry(
+        status=200,
+        headers=(),
+        body=body,
+        stored_at=float(stored_at),
+        fresh_for=float(fresh_for),
+        stale_for=float(stale_for),
+        stale_while_revalidate=float(swr),
+        stale_if_error=float(sie),
+        tags=tuple(tags),
+        compute_seconds=float(compute),
     )
 
 
@@ -168,5 +215,7 @@ def decode(key: str, data: bytes) -> Record:
         _check(len(value) == 4 and isinstance(value[3], list), "pointer")
         _check(all(isinstance(name, str) for name in value[3]), "pointer names")
         return VaryPointer(names=tuple(value[3]))
+    if kind == _DATA:
+        return _data(value[3:])
     _check(kind == _RESPONSE, "kind")
     return _response(value[3:])

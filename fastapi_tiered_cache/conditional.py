@@ -4,17 +4,20 @@ The generated ETag is a hash of the body alone, so every worker, and every resta
 gives the same one (unlike ``hash()``-based ETags, which differ per process). Comparison
 for ``If-None-Match`` is the weak one (RFC 9110 §13.1.2); ``If-Modified-Since`` is
 ignored when ``If-None-Match`` is present (§13.2.2).
+
+Every request field read here is bounded: an over-long ``If-None-Match`` matches nothing,
+an over-long or absurd ``Range`` is ignored, and dates go through the strict HTTP-date
+parser. Each of those answers with the whole stored response, which is always allowed.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 from collections.abc import Mapping
 
-from .cache_control import parse_http_date
-from .entry import CachedResponse
+from .cache_control import MAX_FIELD_LENGTH
+from .entry import CachedResponse, make_etag
+from .http_date import parse_http_date
 
 __all__ = ["NOT_MODIFIED_HEADERS", "etag_matches", "is_not_modified", "make_etag"]
 
@@ -26,12 +29,6 @@ NOT_MODIFIED_HEADERS = frozenset(
 )
 
 
-def make_etag(body: bytes) -> bytes:
-    """A strong ETag derived from the body only: ``"<22 base64url chars>"``."""
-    digest = hashlib.blake2b(body, digest_size=16).digest()
-    return b'"' + base64.urlsafe_b64encode(digest).rstrip(b"=") + b'"'
-
-
 def _opaque(tag: str) -> str:
     tag = tag.strip()
     if tag[:2] in ("W/", "w/"):
@@ -41,7 +38,7 @@ def _opaque(tag: str) -> str:
 
 def etag_matches(header: str, etag: bytes) -> bool:
     """Weak comparison of ``etag`` against an ``If-None-Match`` list (or ``*``)."""
-    if not etag:
+    if not etag or len(header) > MAX_FIELD_LENGTH:
         return False
     if header.strip() == "*":
         return True
@@ -50,17 +47,48 @@ def etag_matches(header: str, etag: bytes) -> bool:
     return any(_opaque(candidate) == wanted for candidate in candidates if candidate.strip())
 
 
-def is_not_modified(headers: Mapping[str, str], entry: CachedResponse) -> bool:
-    """Whether the request's validators say the client already has ``entry``."""
+def is_not_modified(
+    headers: Mapping[str, str], entry: CachedResponse, now: float | None = None
+) -> bool:
+    """Whether the request's validators say the client already has ``entry``.
+
+    ``If-Modified-Since`` is compared with the stored ``Last-Modified``, or the stored
+    ``Date`` when there is none (RFC 9110 §13.1.3, RFC 9111 §4.3.2). ``now`` (default: when
+    the entry was stored) only resolves two-digit years of RFC 850 dates.
+    """
     if "if-none-match" in headers:
         return etag_matches(headers["if-none-match"], entry.served_etag)
-    if "if-modified-since" in headers and entry.last_modified is not None:
-        since = parse_http_date(headers["if-modified-since"])
-        return since is not None and entry.last_modified <= since
-    return False
+    if "if-modified-since" not in headers:
+        return False
+    reference = entry.stored_at if now is None else now
+    modified = modified_at(entry, reference)
+    if modified is None:
+        return False
+    since = parse_http_date(headers["if-modified-since"], now=reference)
+    return since is not None and modified <= since
 
 
-_BYTES_RANGE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*\Z", re.IGNORECASE)
+def modified_at(entry: CachedResponse, now: float) -> float | None:
+    """When the stored representation last changed, at the latest: its ``Last-Modified``,
+    else its ``Date`` (RFC 9111 §4.3.2); None when it has neither."""
+    if entry.last_modified is not None:
+        return entry.last_modified
+    for name, value in entry.headers:
+        if name == b"date":
+            return parse_http_date(value.decode("latin-1"), now=now)
+    return None
+
+
+_BYTES_RANGE = re.compile(r"[ \t]*bytes[ \t]*=[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)[ \t]*\Z", re.I)
+# Positions are capped here: every body is far smaller, and int() of thousands of digits
+# raises (Python's integer string conversion limit).
+_MAX_POSITION_DIGITS = 15
+_MAX_RANGE_LENGTH = 256
+
+
+def _position(digits: str) -> int:
+    digits = digits.lstrip("0") or "0"
+    return 10**_MAX_POSITION_DIGITS if len(digits) > _MAX_POSITION_DIGITS else int(digits)
 
 
 def select_range(
@@ -73,7 +101,7 @@ def select_range(
     that does not match, or anything malformed: ignoring Range is always allowed).
     """
     header = headers.get("range")
-    if header is None or entry.status != 200:
+    if header is None or entry.status != 200 or len(header) > _MAX_RANGE_LENGTH:
         return None
     if "if-range" in headers and not _if_range_matches(headers["if-range"], entry):
         return None
@@ -85,13 +113,13 @@ def select_range(
     if start == "" and end == "":
         return None
     if start == "":  # a suffix: the last N bytes
-        length = int(end)
+        length = _position(end)
         if length == 0:
             return False
         return max(0, size - length), size - 1
-    first = int(start)
-    last = min(int(end), size - 1) if end else size - 1
-    if end and int(end) < first:
+    first = _position(start)
+    last = min(_position(end), size - 1) if end else size - 1
+    if end and _position(end) < first:
         return None
     if first >= size:
         return False
@@ -99,10 +127,13 @@ def select_range(
 
 
 def _if_range_matches(value: str, entry: CachedResponse) -> bool:
+    if len(value) > MAX_FIELD_LENGTH:
+        return False
     value = value.strip()
     if value.startswith('"'):  # strong comparison only (RFC 9110 §13.1.5)
         return bool(entry.served_etag) and value.encode("latin-1") == entry.served_etag
     if value.startswith("W/"):
         return False
-    since = parse_http_date(value)
-    return since is not None and entry.last_modified is not None and entry.last_modified <= since
+    since = parse_http_date(value, now=entry.stored_at)
+    # Exactly (RFC 9110 §13.1.5): a later date is the validator of another representation.
+    return since is not None and entry.last_modified is not None and entry.last_modified == since

@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field
 from .cache import TieredCache
 from .exceptions import ConfigurationError
 from .install import get_cache, install
+from .routes import cache_policy
 from .settings import CacheSettings, RouteRule, load_settings
 
 __all__ = ["build_app", "main"]
@@ -129,10 +130,13 @@ def _catalogue_routes(catalogue: Catalogue) -> APIRouter:
         catalogue.products[product_id] = product
         return product
 
-    @router.delete("/{product_id}", status_code=204, summary="Delete a product")
-    async def delete_product(product_id: int) -> None:
+    @router.delete(
+        "/{product_id}", status_code=204, response_class=Response, summary="Delete a product"
+    )
+    async def delete_product(product_id: int) -> Response:
         find(product_id)
         del catalogue.products[product_id]
+        return Response(status_code=204)
 
     return router
 
@@ -144,6 +148,7 @@ def _account_routes() -> APIRouter:
     router = APIRouter(tags=["account"])
 
     @router.get("/me", summary="Who you are (HTTP Bearer token)")
+    @cache_policy(cache_private=True)  # private: stored in the caller's own scope only
     async def me(
         response: Response,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -155,7 +160,7 @@ def _account_routes() -> APIRouter:
                 detail="Send 'Authorization: Bearer alice-token' (or bob-token)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        # private: never shared, yet cached in this identity's own scope.
+        # private: never shared; cached in this identity's own scope as the policy opts in.
         response.headers["Cache-Control"] = "private"
         return user
 
@@ -306,19 +311,25 @@ def describe_tiers(cache: TieredCache) -> str:
     return " + ".join(names) or "none (L1 disabled, no Redis)"
 
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m fastapi_tiered_cache.demo",
+        prog=prog,
         description="Run the fastapi-tiered-cache demo: a slow product catalogue API.",
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"default {DEFAULT_HOST}")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
-    return parser.parse_args(argv)
+    return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the demo with uvicorn until interrupted; returns the exit status."""
-    args = _parse_args(argv)
+def main(
+    argv: Sequence[str] | None = None, prog: str = "python -m fastapi_tiered_cache.demo"
+) -> int:
+    """Run the demo with uvicorn until interrupted; returns the exit status.
+
+    ``prog`` is how the user started it (``fastapi-tiered-cache demo`` from the CLI), for
+    ``--help`` and usage errors.
+    """
+    args = _parser(prog).parse_args(argv)
     try:
         import uvicorn
     except ImportError:

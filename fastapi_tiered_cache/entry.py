@@ -8,13 +8,67 @@ clock values from which ``Age`` and remaining freshness are computed on every hi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import base64
+import hashlib
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field, replace
 
 from .keys import VaryValues
 
-__all__ = ["CachedResponse", "VaryPointer"]
+__all__ = ["NOT_STORED", "CachedResponse", "DataEntry", "VaryPointer", "make_etag"]
 
 RawHeaders = tuple[tuple[bytes, bytes], ...]
+
+# Headers never replayed from a stored entry: hop-by-hop fields, and fields that only
+# describe this one exchange (RFC 9111 §3.1).
+NOT_STORED = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authentication-info",
+        b"set-cookie",
+        b"content-length",
+        b"age",
+        b"x-cache",
+        b"cache-status",
+    }
+)
+
+
+def make_etag(body: bytes) -> bytes:
+    """A strong ETag derived from the body only: ``"<22 base64url chars>"``.
+
+    A hash of the body alone, so every worker, and every restart, gives the same one
+    (unlike ``hash()``-based ETags, which differ per process).
+    """
+    digest = hashlib.blake2b(body, digest_size=16).digest()
+    return b'"' + base64.urlsafe_b64encode(digest).rstrip(b"=") + b'"'
+
+
+def _kept(
+    raw_headers: Iterable[tuple[bytes, bytes]], hidden: Collection[bytes]
+) -> list[tuple[bytes, bytes]]:
+    """The headers worth storing, lower-cased: not hop-by-hop (including any the response
+    names in ``Connection``, RFC 9110 §7.6.1), not per-exchange, not hidden."""
+    pairs = [(name.lower(), value) for name, value in raw_headers]
+    named = {
+        part.strip().lower().encode("latin-1")
+        for name, value in pairs
+        if name == b"connection"
+        for part in value.decode("latin-1").split(",")
+        if part.strip()
+    }
+    return [
+        (name, value)
+        for name, value in pairs
+        if name not in NOT_STORED and name not in named and name not in hidden
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +105,92 @@ class CachedResponse:
     size: int = field(default=0, compare=False)
     served_etag: bytes = field(default=b"", compare=False, repr=False)
 
+    @classmethod
+    def from_response(
+        cls,
+        status: int,
+        raw_headers: Iterable[tuple[bytes, bytes]],
+        body: bytes,
+        *,
+        stored_at: float,
+        fresh_for: float,
+        initial_age: float = 0.0,
+        revalidate: bool = False,
+        etag: str = "",
+        last_modified: float | None = None,
+        vary: VaryValues = (),
+        stale_for: float = 0.0,
+        stale_while_revalidate: float = 0.0,
+        stale_if_error: float = 0.0,
+        tags: tuple[str, ...] = (),
+        route: str = "",
+        hidden: Collection[bytes] = (),
+    ) -> CachedResponse:
+        """The entry for a response the origin just sent: its storable headers, an exact
+        ``Content-Length`` and, when the origin gave none, a generated ``ETag``."""
+        headers = _kept(raw_headers, hidden)
+        headers.append((b"content-length", str(len(body)).encode()))
+        if not etag:
+            headers.append((b"etag", make_etag(body)))
+        return cls(
+            status=status,
+            headers=tuple(headers),
+            body=body,
+            stored_at=stored_at,
+            fresh_for=fresh_for,
+            initial_age=initial_age,
+            etag=etag,
+            last_modified=last_modified,
+            vary=vary,
+            revalidate=revalidate,
+            stale_for=stale_for,
+            stale_while_revalidate=stale_while_revalidate,
+            stale_if_error=stale_if_error,
+            tags=tags,
+            route=route,
+        )
+
+    def updated_headers(
+        self, raw_headers: Iterable[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, bytes]]:
+        """The stored headers updated by a ``304``'s (RFC 9111 §4.3.4): its fields replace
+        the stored ones of the same name, but the validator, which must not change."""
+        updates = dict(_kept(((k, v) for k, v in raw_headers if k.lower() != b"etag"), ()))
+        headers = [(name, updates.pop(name, value)) for name, value in self.headers]
+        headers.extend(updates.items())
+        return headers
+
+    def freshened(
+        self,
+        headers: Iterable[tuple[bytes, bytes]],
+        *,
+        stored_at: float,
+        fresh_for: float,
+        initial_age: float,
+        revalidate: bool,
+    ) -> CachedResponse:
+        """This entry, revalidated at ``stored_at``: new headers and freshness, same body,
+        validators, tags and route."""
+        return replace(
+            self,
+            headers=tuple(headers),
+            stored_at=stored_at,
+            fresh_for=fresh_for,
+            initial_age=initial_age,
+            revalidate=revalidate,
+            size=0,
+            served_etag=b"",
+        )
+
     def __post_init__(self) -> None:
         if not self.size:
             # Python object overhead measured with tracemalloc: ~850 bytes per entry (with
             # L1's lookup dict) and ~130 per header on top of the raw bytes (benchmarks/
             # "L1 memory per entry").
             weight = len(self.body) + sum(len(k) + len(v) + 130 for k, v in self.headers)
+            # The request values it varies on (checked on a hit) are the client's: up to
+            # 32 KiB a field, so they count too, or they could outgrow the byte budget.
+            weight += sum(len(name) + len(value or "") + 130 for name, value in self.vary)
             object.__setattr__(self, "size", weight + 850)
         if not self.served_etag:
             for name, value in self.headers:
@@ -87,6 +221,30 @@ class CachedResponse:
     def matches(self, vary: VaryValues) -> bool:
         """Whether a request with these header values may be served this entry (RFC 9111 §4.1)."""
         return self.vary == vary
+
+
+@dataclass(frozen=True, slots=True)
+class DataEntry(CachedResponse):
+    """A value stored through the data API (``cache.set``, ``@cached``), not a response.
+
+    It is a ``CachedResponse`` (status 200, no headers, the value as its ``body``) so that
+    everything entries share works on it unchanged: freshness and stale windows, L1
+    lifetimes, tag indexes, purges (soft ones too). It is encoded as its own kind, and
+    only ever stored under data keys, which no request can produce.
+
+    - ``body``: the value as msgpack (see ``values.py``); each reader decodes its own copy,
+      so no caller can change what the next one gets.
+    - ``compute_seconds``: how long the value took to compute (for early refresh).
+    - ``shared``: for a type known to be immutable, ``(adapter, value)`` decoded once and
+      handed to every reader (set on first use, never stored).
+    """
+
+    compute_seconds: float = 0.0
+    shared: tuple[object, object] | None = field(default=None, compare=False, repr=False)
+
+    def share(self, adapter: object, value: object) -> None:
+        """Remember the decoded value of an immutable type for the next readers."""
+        object.__setattr__(self, "shared", (adapter, value))
 
 
 @dataclass(frozen=True, slots=True)

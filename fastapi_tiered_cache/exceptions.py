@@ -7,9 +7,12 @@ The tree::
     ├── StoreUnavailable        a tier could not answer in time (Redis down, slow, refused)
     │   ├── StoreTimeout        no answer within the budget (the circuit breaker counts it)
     │   └── Overloaded          this process could not run it in time (not counted)
-    └── DecodeError             a stored value is corrupt, foreign or of another format version
+    ├── DecodeError             a stored value is corrupt, foreign or of another format version
+    └── ValueNotSerializable    a value given to the data API cannot be stored (also a TypeError)
 
-Only ``ConfigurationError`` ever reaches application code. ``StoreUnavailable`` is raised by
+Only ``ConfigurationError`` and ``ValueNotSerializable`` (raised by ``cache.set`` and
+``@cached`` for a value msgpack cannot hold, at the call that gave it) ever reach
+application code. ``StoreUnavailable`` is raised by
 ``RedisStore`` at its boundary and caught only by ``TieredStore``; ``DecodeError`` is caught
 where entries are read and turned into a miss plus a delete.
 """
@@ -23,6 +26,7 @@ __all__ = [
     "Overloaded",
     "StoreTimeout",
     "StoreUnavailable",
+    "ValueNotSerializable",
 ]
 
 
@@ -50,3 +54,22 @@ class Overloaded(StoreUnavailable):
 
 class DecodeError(CacheError):
     """A stored value could not be decoded into an entry for the requested key."""
+
+
+class ValueNotSerializable(CacheError, TypeError):
+    """A value given to the data API cannot be stored as msgpack; the message names its type.
+
+    Raised when the value is given (``set``, or the return of a ``@cached`` function), never
+    later when it is read.
+    """
+
+    def __init__(self, value: object, detail: str = "") -> None:
+        kind = type(value)
+        name = (
+            f"{kind.__module__}.{kind.__qualname__}"
+            if kind.__module__ != "builtins"
+            else kind.__qualname__
+        )
+        message = f"cannot cache a value of type {name}"
+        super().__init__(f"{message}: {detail}" if detail else message)
+        self.type = kind

@@ -6,17 +6,21 @@ and the old entries simply expire. Nothing is scanned or deleted.
 
 Reading the counters on every request would cost a round trip, so each process keeps
 them in memory and the invalidation bus pushes every increment to every process. That
-copy is trusted only while the bus is healthy; otherwise counters are re-read (for at most
-``degraded_ttl`` seconds each) so a purge made elsewhere is seen within that bound.
+copy is trusted only while the bus proves it heard every message (``Coherence``);
+otherwise counters are re-read (for at most ``degraded_ttl`` seconds each, the coherence
+bound) so a purge made elsewhere is seen within that bound. Concurrent requests that need
+the same unknown counters share one read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .bus import Coherence
 from .exceptions import StoreUnavailable
 from .stores.base import Runner, TimeoutRunner
 
@@ -45,6 +49,8 @@ class Generations:
     - ``purge_run``: the ``Runner`` of ``bump`` (default ``run``); the cache passes one that
       an open breaker does not stop, so a purge always tries.
     - ``timer``: monotonic seconds (injected by tests).
+    - ``coherence``: whether the bus is trusted now (without one: trusted without Redis,
+      else never).
     """
 
     def __init__(
@@ -57,6 +63,7 @@ class Generations:
         timer: Callable[[], float] = time.monotonic,
         run: Runner | None = None,
         purge_run: Runner | None = None,
+        coherence: Coherence | None = None,
     ) -> None:
         self.client = client
         self.run: Runner = run if run is not None else TimeoutRunner(timeout)
@@ -65,17 +72,25 @@ class Generations:
         self.timeout = timeout
         self.degraded_ttl = degraded_ttl
         self.timer = timer
-        self.trusted = client is None  # set by the bus while it is connected
+        self.coherence = coherence or Coherence(
+            degraded_ttl, degraded_ttl, shared=client is not None
+        )
         self.version = 0  # moves whenever any known counter may have changed
         self._values: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self._names: dict[tuple[str, str], tuple[str, str, str]] = {}
+        self._reads: dict[tuple[str, str, str], asyncio.Future[list[int]]] = {}
+
+    @property
+    def trusted(self) -> bool:
+        """Whether the counters held here are known to be current (the bus is trusted)."""
+        return self.coherence.trusted()
 
     def _cached(self, name: str) -> int | None:
         found = self._values.get(name)
         if found is None:
             return None
         value, read_at = found
-        if not self.trusted and self.timer() - read_at > self.degraded_ttl:
+        if self.timer() - read_at > self.degraded_ttl and not self.coherence.trusted():
             return None
         return value
 
@@ -117,12 +132,35 @@ class Generations:
             return known
         names = counter_names(self.namespace, tenant, scope)
         try:
-            values = await self.run(lambda: self._read(names), "generations")
+            values = await self._shared_read(names)
         except StoreUnavailable:
             return None
+        return "g{}.{}.{}".format(*values)
+
+    async def _shared_read(self, names: tuple[str, str, str]) -> list[int]:
+        """One read of ``names`` for every request waiting on them at once (a burst of a
+        fresh process would otherwise open a connection per request)."""
+        loop = asyncio.get_running_loop()
+        pending = self._reads.get(names)
+        if pending is not None and pending.get_loop() is loop:
+            return list(await asyncio.shield(pending))
+        future: asyncio.Future[list[int]] = loop.create_future()
+        self._reads[names] = future
+        try:
+            values = await self.run(lambda: self._read(names), "generations")
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(StoreUnavailable(f"generations: {exc!r}"))
+                future.exception()  # retrieved: nobody may be waiting
+            raise
+        finally:
+            if self._reads.get(names) is future:
+                del self._reads[names]
         for name, value in zip(names, values, strict=True):
             self._remember(name, value)
-        return "g{}.{}.{}".format(*values)
+        if not future.done():
+            future.set_result(values)
+        return values
 
     async def _read(self, names: Sequence[str]) -> list[int]:
         # One GET per counter in a pipeline: on a cluster they live on different slots.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -18,17 +19,20 @@ from typing import Final, Protocol
 
 from starlette.requests import Request
 
-from .request import RequestInfo
+from .credentials import CredentialRules, credentials_of
+from .policy import Reason
+from .request import RequestInfo, route_path
+from .verdicts import Refusal
 
 __all__ = [
     "ANONYMOUS",
     "BYPASS",
     "DEFAULT_TENANT",
     "Bypass",
+    "Identifier",
     "Identity",
     "IdentityResolver",
     "TenantResolver",
-    "credentials_of",
     "tenant_from_header",
     "tenant_from_path_prefix",
     "tenant_from_subdomain",
@@ -43,6 +47,7 @@ class Bypass(Enum):
 
 BYPASS: Final = Bypass.BYPASS
 DEFAULT_TENANT: Final = "_"
+logger = logging.getLogger("fastapi_tiered_cache")
 _CLEAR_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 
 Resolved = str | None | Bypass
@@ -103,15 +108,6 @@ def tenant_label(tenant: str, secret: bytes) -> str:
     return "_h" + keyed_hash(secret, "tenant", tenant, size=12)
 
 
-def credentials_of(info: RequestInfo, headers: Iterable[str], cookies: Iterable[str]) -> list[str]:
-    """Every credential the request carries, as ``"kind:name=value"`` strings (sorted)."""
-    found = [f"h:{name}={info.headers[name]}" for name in headers if name in info.headers]
-    if "cookie" in info.headers:
-        jar = info.cookies
-        found.extend(f"c:{name}={jar[name]}" for name in cookies if name in jar)
-    return found
-
-
 async def resolve(resolver: Callable[[Request], object], request: Request) -> Resolved:
     """Call a sync or async resolver and check the type of its answer."""
     answer = resolver(request)
@@ -122,22 +118,135 @@ async def resolve(resolver: Callable[[Request], object], request: Request) -> Re
     raise TypeError(f"resolver {resolver!r} returned {type(answer).__name__}, not str | None")
 
 
-def tenant_from_header(request: Request, header: str = "x-tenant-id") -> str | None:
-    """The built-in tenant resolver: the value of a header (``X-Tenant-ID`` by default)."""
-    value = request.headers.get(header, "").strip()
+MAX_TENANT = 256  # characters of a tenant header value
+
+
+def tenant_from_header(request: Request, header: str = "x-tenant-id") -> str | Bypass | None:
+    """The built-in tenant resolver: the value of a header (``X-Tenant-ID`` by default);
+    every field of a repeated header counts, and an overlong value bypasses."""
+    values = request.headers.getlist(header)
+    value = ", ".join(values).strip()
+    if len(value) > MAX_TENANT:
+        return BYPASS
     return value or None
 
 
-def tenant_from_subdomain(request: Request) -> str | None:
-    """Tenant = first label of a host with at least three labels (``acme.example.com``)."""
-    host = request.headers.get("host", "").rsplit(":", 1)[0].strip().lower()
-    labels = host.split(".")
-    if len(labels) < 3 or not all(labels):
+MAX_HOST = 1024  # characters of a Host value the subdomain resolver reads
+
+
+def tenant_from_subdomain(request: Request) -> str | Bypass | None:
+    """Tenant = first label of a host with at least three labels (``acme.example.com``).
+
+    The fully qualified form (``acme.example.com.``, trailing dot) is the same host, so
+    the same tenant; a host that is not a plain name (empty labels, overlong) bypasses.
+    """
+    host = request.headers.get("host", "")
+    if len(host) > MAX_HOST:
+        return BYPASS
+    host = host.strip().lower()
+    if host.startswith("["):  # an IPv6 literal names no tenant
         return None
-    return labels[0]
+    host = host.rsplit(":", 1)[0].removesuffix(".")
+    labels = host.split(".")
+    if not all(labels):
+        return BYPASS if host else None
+    return labels[0] if len(labels) >= 3 else None
 
 
 def tenant_from_path_prefix(request: Request) -> str | None:
-    """Tenant = first path segment (``/acme/products`` -> ``acme``)."""
-    first = request.url.path.lstrip("/").split("/", 1)[0]
+    """Tenant = first segment of the routed path (``/acme/products`` -> ``acme``), after
+    any ``root_path`` (behind ``--root-path /api``, ``/api/acme/products`` is ``acme``)."""
+    scope = request.scope
+    path = route_path(scope.get("path", "/"), scope.get("root_path", "") or "")
+    first = path.lstrip("/").split("/", 1)[0]
     return first or None
+
+
+class Identifier:
+    """Who a request is cached for: its tenant label and identity scope, or why it must
+    bypass (the *identify* phase of the pipeline).
+
+    - ``credentials``: the rules naming the request's credentials (``credentials.py``).
+    - ``identity_resolver`` / ``tenant_resolver``: plug-ins, or None for the built-ins (the
+      credentials themselves; the ``tenant_header``).
+    - ``secret``: the key of the keyed hashes; ``caches_identities``: whether requests with
+      credentials are cached (per identity) at all.
+    """
+
+    def __init__(
+        self,
+        credentials: CredentialRules,
+        *,
+        secret: bytes,
+        tenant_header: str | None,
+        caches_identities: bool,
+        identity_resolver: IdentityResolver | None = None,
+        tenant_resolver: TenantResolver | None = None,
+    ) -> None:
+        self.credentials = credentials
+        self.secret = secret
+        self.tenant_header = tenant_header
+        self.caches_identities = caches_identities
+        self.identity_resolver = identity_resolver
+        self.tenant_resolver = tenant_resolver
+
+    async def identify(
+        self, info: RequestInfo, headers: Iterable[str] = (), cookies: Iterable[str] = ()
+    ) -> Identity | Reason | Refusal:
+        """The tenant and scope of a request whose route declares the credential
+        ``headers`` and ``cookies``, or why it must bypass. A resolver that raises makes
+        the request bypass (logged): a plug-in bug must cost the cache, never the response.
+        """
+        try:
+            return await self._identify(info, tuple(headers), tuple(cookies))
+        except Exception as exc:
+            logger.error(
+                "identity/tenant resolver failed: %s: %s",
+                type(exc).__name__,
+                exc,
+                extra={"event": "resolver_error"},
+            )
+            return Reason.RESOLVER
+
+    async def _identify(
+        self, info: RequestInfo, headers: tuple[str, ...], cookies: tuple[str, ...]
+    ) -> Identity | Reason | Refusal:
+        tenant = await self.tenant(info)
+        if isinstance(tenant, (Reason, Refusal)):
+            return tenant
+        credentials = credentials_of(info, self.credentials, headers, cookies)
+        principal: str | None
+        if self.identity_resolver is not None:
+            answer = await resolve(self.identity_resolver, Request(info.scope))
+            if isinstance(answer, Bypass) or (answer is None and credentials):
+                return Reason.RESOLVER  # fail closed: credentials are never anonymous
+            principal = answer
+        elif credentials:
+            principal = "\n".join(credentials)
+        else:
+            principal = None
+        if principal is None:
+            return Identity(tenant=tenant)
+        if not self.caches_identities:
+            return Reason.AUTHENTICATED
+        return Identity(tenant=tenant, scope=scope_for(principal, self.secret))
+
+    async def tenant(self, info: RequestInfo) -> str | Reason | Refusal:
+        """The tenant label of a request, or why it must bypass."""
+        tenant: str | Bypass | None
+        if self.tenant_resolver is not None:
+            tenant = await resolve(self.tenant_resolver, Request(info.scope))
+            if isinstance(tenant, Bypass):
+                return Reason.RESOLVER
+        else:
+            header = self.tenant_header
+            tenant = (info.headers.get(header, "").strip() or None) if header else None
+            if tenant is not None and len(tenant) > MAX_TENANT:
+                return Refusal.OVERSIZED
+        if tenant is None:
+            return DEFAULT_TENANT
+        return tenant_label(tenant, self.secret)
+
+    def label(self, tenant: str | None) -> str:
+        """How a tenant id appears in keys and indexes (None: the default tenant)."""
+        return DEFAULT_TENANT if tenant is None else tenant_label(tenant, self.secret)

@@ -8,16 +8,16 @@ in proportion to the entries it removes; nothing ever scans the keyspace. The sa
 are kept in memory for L1, which works with or without Redis.
 
 The classic race -- a purge deletes a key, then a read-through that started before the
-purge stores the old value -- is closed twice: a fetch does not store if a purge touching
-its path or tags was seen after the fetch began, and the purging process repeats its purge
-once ``race_window`` seconds later, catching a store that finished elsewhere before the
-bus message arrived.
+purge stores the old value -- is closed in Redis by purge markers (``markers.py``: a purge
+marks each index before reading it, and a store refuses, atomically or by deleting again,
+when a marker is later than the fill's start) and in L1 by the purges this process has
+heard: a fill does not enter L1 if a purge of its path or tags was heard after it began,
+and a purge heard later drops it (the L1 copies are indexed here). Purge counts are
+exact: the entries that really were deleted (or marked stale).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import logging
 import time
@@ -29,14 +29,19 @@ from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 
+from .announcements import Announcements
 from .codec import decode, encode
 from .entry import CachedResponse
 from .exceptions import DecodeError, StoreUnavailable
-from .stores import TieredStore
+from .fills import Fills
+from .markers import MARK, MARKER_TTL, UNINDEX, FillStart, marker_key, members
+from .stores import TieredStore, scripts
 from .stores.base import Runner, TimeoutRunner
+from .unfinished import UnfinishedPurges
 
 __all__ = [
     "MAX_INDEXED_DEPTH",
+    "FillStart",
     "Invalidator",
     "exact_index",
     "index_names",
@@ -50,27 +55,7 @@ logger = logging.getLogger("fastapi_tiered_cache")
 MAX_INDEXED_DEPTH = 16  # ancestors indexed per entry; deeper prefixes purge a little more
 _LOG_SIZE = 100_000  # purged index names remembered for racing fetches
 _BATCH = 500  # commands per pipeline in a purge
-# KEYS[1] = index; ARGV = now, expires_at, member, ttl seconds. Trim, add, extend life.
-_INDEX_ADD = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
-if redis.call('TTL', KEYS[1]) < tonumber(ARGV[4]) then
-  redis.call('EXPIRE', KEYS[1], ARGV[4])
-end
-return 1
-"""
-# The same for every index of an entry at once (KEYS = the indexes): one command per store
-# where all keys live on one node (not a cluster, where each index goes on its own).
-_INDEX_ADD_ALL = """
-for _, index in ipairs(KEYS) do
-  redis.call('ZREMRANGEBYSCORE', index, '-inf', ARGV[1])
-  redis.call('ZADD', index, ARGV[2], ARGV[3])
-  if redis.call('TTL', index) < tonumber(ARGV[4]) then
-    redis.call('EXPIRE', index, ARGV[4])
-  end
-end
-return #KEYS
-"""
+Command = tuple[str, tuple[Any, ...]]  # a client method name and its arguments
 
 
 def normalize_path(path: str) -> str:
@@ -107,12 +92,15 @@ def tag_index(tenant: str, tag: str) -> str:
 
 
 def index_names(tenant: str, path: str, tags: Iterable[str]) -> list[str]:
-    """Every index an entry stored for ``path`` with ``tags`` belongs to."""
+    """Every index an entry stored for ``path`` with ``tags`` belongs to: its exact path,
+    each ancestor (a prefix purge reads the prefix's index and its exact one, so an entry
+    needs no prefix index of its own path: one sorted set fewer per entry), its tags."""
     path = normalize_path(path)
     names = [exact_index(tenant, path)]
-    segments = [part for part in path.split("/") if part][:MAX_INDEXED_DEPTH]
+    segments = [part for part in path.split("/") if part]
+    ancestors = segments[:-1] if len(segments) <= MAX_INDEXED_DEPTH else segments
     prefix = ""
-    for segment in segments:
+    for segment in ancestors[:MAX_INDEXED_DEPTH]:
         prefix += "/" + segment
         names.append(f"p:{tenant}:{_digest(prefix)}")
     names.extend(tag_index(tenant, tag) for tag in sorted(set(tags)) if tag)
@@ -125,9 +113,15 @@ class Invalidator:
     - ``store``: the tiers; L1 copies are dropped here, L2 copies deleted (or marked stale).
     - ``client``: the Redis client of L2, or ``None`` (L1 only).
     - ``publish``: coroutine sending a bus message, or ``None`` without a bus.
-    - ``run`` / ``purge_run``: the ``Runner`` of index writes and of purges (the cache
-      passes its store's: budgeted, abandoned if slow to cancel; an open breaker skips
-      index writes but not purges); ``TimeoutRunner(timeout)`` when omitted.
+    - ``run`` / ``purge_run``: the ``Runner`` of fills and of purges (the cache passes its
+      store's: budgeted, abandoned if slow to cancel; an open breaker skips fills but not
+      purges); ``TimeoutRunner(timeout)`` when omitted.
+    - ``timer``: the monotonic clock fills measure their duration with (``FillStart``).
+    - ``clock``: wall-clock seconds, the scores of the indexes.
+    - ``announce_for``: seconds an announcement that could not be sent is retried
+      (``announcements``: the longest an L1 copy lives).
+
+    ``fills`` stores what read-throughs fetched, unless a purge raced them (``fills.py``).
     """
 
     def __init__(
@@ -138,20 +132,25 @@ class Invalidator:
         *,
         publish: Callable[[str, Any], Any] | None = None,
         timeout: float = 0.05,
-        race_window: float = 1.0,
         timer: Callable[[], float] = time.monotonic,
         clock: Callable[[], float] = time.time,
         run: Runner | None = None,
         purge_run: Runner | None = None,
+        announce_for: float = 30.0,
     ) -> None:
         self.store = store
+        # Tell the other processes (retried in the background when it cannot be now).
+        self.announcements = Announcements(publish, give_up_after=announce_for, timer=timer)
+        self.announce = self.announcements.send
+        # Purges Redis did not complete, run again when it answers (``purge_all`` is wired
+        # by the cache: past a bound they collapse into a purge of everything).
+        self.unfinished = UnfinishedPurges(self._purge_again)
         self.run: Runner = run if run is not None else TimeoutRunner(timeout)
         self.purge_run: Runner = purge_run if purge_run is not None else self.run
         self.client = client
+        self.cluster = isinstance(client, RedisCluster)
         self.namespace = namespace
-        self.publish = publish
         self.timeout = timeout
-        self.race_window = race_window
         self.timer = timer
         self.clock = clock
         self.local: dict[str, set[str]] = {}
@@ -159,7 +158,8 @@ class Invalidator:
         self._memberships = 0  # keys added to ``local`` sets since the last count
         self.recent: OrderedDict[str, int] = OrderedDict()  # index name -> purge sequence
         self.sequence = 0
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.reset_at = 0  # the sequence when this process last may have missed purges
+        self.fills = Fills(self)
 
     def redis_key(self, name: str) -> str:
         kind, tenant, rest = name.split(":", 2)
@@ -192,104 +192,155 @@ class Invalidator:
             else:
                 del self.local[name]
 
-    def index_commands(
-        self, key: str, names: Iterable[str], ttl: float
-    ) -> list[tuple[str, tuple[Any, ...]]]:
-        """The commands that index an L2 entry, for a pipeline: one EVAL for all of them, or
-        on a cluster one per index, which it routes by that key (Redis caches the script)."""
-        now = self.clock()
-        seconds = int(ttl) + 2
-        indexes = [self.redis_key(name) for name in names]
-        if not indexes:
-            return []
-        if not isinstance(self.client, RedisCluster):
-            args = (now, now + ttl, key, seconds)
-            return [("eval", (_INDEX_ADD_ALL, len(indexes), *indexes, *args))]
-        return [("eval", (_INDEX_ADD, 1, index, now, now + ttl, key, seconds)) for index in indexes]
-
     # -- purging --------------------------------------------------------------------
     def seen_since(self, names: Iterable[str], since: int) -> bool:
-        """Whether a purge touching any of ``names`` was seen after ``since`` (a ``sequence``
-        value taken when a fetch began). Counting, not timing: immune to clock resolution."""
+        """Whether a purge touching any of ``names`` was heard after ``since`` (a
+        ``sequence`` value taken when a fill began), or purges may have gone unheard
+        since (the bus was lost): what keeps a fill out of L1. Counting, not timing:
+        immune to clock resolution."""
+        return since < self.reset_at or self.heard_since(names, since)
+
+    def heard_since(self, names: Iterable[str], since: int) -> bool:
+        """Whether a purge touching any of ``names`` was heard after ``since``: a fill that
+        is known to be stale, not worth sending to Redis (whose purge markers refuse a
+        raced fill whether or not this process heard the purge)."""
         recent = self.recent
         return any(recent.get(name, -1) > since for name in names)
 
     def note(self, names: Iterable[str]) -> None:
         self.sequence += 1
+        self.store.purges += 1  # an L2 lookup in flight must not promote what it finds
         for name in names:
             self.recent[name] = self.sequence
             self.recent.move_to_end(name)
         while len(self.recent) > _LOG_SIZE:
             self.recent.popitem(last=False)
 
+    def reset(self) -> None:
+        """Purges may have gone unheard (the bus was lost or is back): no fill that began
+        before now may enter L1, and no lookup in flight may promote what it finds."""
+        self.note(())
+        self.reset_at = self.sequence
+        self.local.clear()
+
     def evict_local(self, names: Iterable[str], keys: Iterable[str] = ()) -> set[str]:
-        """Drop the L1 copies indexed under ``names`` (and ``keys``); returns the keys."""
+        """Drop the L1 copies indexed under ``names`` (and ``keys``); returns the keys of
+        the copies that were there."""
         dropped = set(keys)
         for name in names:
             dropped |= self.local.pop(name, set())
-        if self.store.l1 is not None:
-            for key in dropped:
-                self.store.l1.discard(key)
-        return dropped
+        l1 = self.store.l1
+        if l1 is None:
+            return set()
+        present = {key for key in dropped if key in l1}
+        for key in dropped:
+            l1.discard(key)
+        return present
 
-    async def purge(self, names: list[str], *, soft: bool = False, repeat: bool = True) -> int:
-        """Purge every entry indexed under ``names``; returns how many keys were purged.
+    async def purge(self, names: list[str], *, soft: bool = False) -> int:
+        """Purge every entry indexed under ``names``; returns how many entries were purged:
+        deleted (or marked stale) in Redis, or dropped from this process's L1.
 
         Raises ``StoreUnavailable`` when Redis could not be reached (the purge is partial:
         L1 copies are gone, L2 copies will expire, and the caller should retry).
         """
         self.note(names)
-        keys = self.evict_local(names)
+        purged = self.evict_local(names)
+        found: set[str] = set()
         error: Exception | None = None
         if self.client is not None:
             try:
-                found = await self._purge_remote(names, soft)
+                found, removed = await self._purge_remote(names, soft)
             except StoreUnavailable as exc:
                 error = exc
             else:
-                self.evict_local((), found)  # copies promoted from L2 were not indexed here
-                keys |= found
-        if self.publish is not None:
-            with contextlib.suppress(Exception):
-                await self.publish("purge", [names, sorted(keys)])
-        if repeat and self.client is not None:
-            self._later(names, soft)
+                purged |= self.evict_local((), found)  # copies promoted from L2: not indexed
+                purged |= removed
+        await self.announce("purge", [names, sorted(found | purged)])
         if error is not None:
-            raise StoreUnavailable(f"purge incomplete: {error}")
-        return len(keys)
+            self.unfinished.add(names, soft=soft)
+            raise StoreUnavailable(f"purge incomplete (finished when Redis answers): {error}")
+        return len(purged)
 
-    async def _purge_remote(self, names: list[str], soft: bool) -> set[str]:
-        index_keys = [self.redis_key(name) for name in names]
-        members = await self._pipelined([("zrange", (index, 0, -1)) for index in index_keys])
-        keys = {m.decode() if isinstance(m, bytes) else str(m) for ms in members for m in ms}
-        if keys and soft:
-            await self._mark_stale(sorted(keys))
-        elif keys:
-            await self._pipelined([("delete", (key,)) for key in sorted(keys)])
+    async def purge_keys(self, keys: list[str], names: list[str]) -> set[str]:
+        """Delete the entries ``keys`` (one request's); ``names`` (their path) are marked, so
+        a fill racing this purge is refused. Returns those of ``keys`` that were stored."""
+        self.note(names)
+        purged = self.evict_local((), keys)
+        error: Exception | None = None
+        if self.client is not None:
+            try:
+                await self._mark(names)
+                replies = await self.pipelined([("delete", (key,)) for key in keys])
+            except StoreUnavailable as exc:
+                error = exc
+            else:
+                purged |= {key for key, reply in zip(keys, replies, strict=True) if reply}
+        await self.announce("purge", [[], keys])
+        if error is not None:
+            self.unfinished.add(names)  # the whole path, when Redis answers: more, not less
+            raise StoreUnavailable(f"purge incomplete (finished when Redis answers): {error}")
+        return purged
+
+    async def _mark(self, names: list[str]) -> list[list[Any]]:
+        """Mark each index of ``names`` as purged now, and return its members (``MARK``)."""
+        indexes = [self.redis_key(name) for name in names]
+        if not indexes:
+            return []
+        ttl = int(MARKER_TTL * 1000)
+        if self.cluster:
+            replies = await self.pipelined(
+                [("eval", (MARK, 2, index, marker_key(index), ttl)) for index in indexes]
+            )
+            return [reply[0] for reply in replies]
+        markers = [marker_key(index) for index in indexes]
+        script = ("eval", (MARK, 2 * len(indexes), *indexes, *markers, ttl))
+        return list((await self.pipelined([script]))[0])
+
+    async def _purge_remote(self, names: list[str], soft: bool) -> tuple[set[str], set[str]]:
+        """Mark and read the indexes, then delete (or mark stale) their entries: the keys
+        found, and those really deleted (or marked).
+
+        Then each index forgets the members read, unless re-added since (``UNINDEX``): a
+        fill that started after the marker (new data) may have stored the same key again
+        meanwhile, and a later purge must still find it."""
+        found = [members(reply) for reply in await self._mark(names)]
+        ordered = sorted({key for pairs in found for key, _ in pairs})
+        removed: set[str] = set()
+        if ordered and soft:
+            removed = await self._mark_stale(ordered)
+        elif ordered:
+            replies = await self.pipelined([("delete", (key,)) for key in ordered])
+            removed = {key for key, reply in zip(ordered, replies, strict=True) if reply}
         if not soft:
-            await self._pipelined([("delete", (index,)) for index in index_keys])
-        return keys
+            indexes = [self.redis_key(name) for name in names]
+            unindex = [
+                ("eval", (UNINDEX, 1, index, *(part for pair in pairs for part in pair)))
+                for index, pairs in zip(indexes, found, strict=True)
+                if pairs
+            ]
+            await self.pipelined(unindex)
+        return set(ordered), removed
 
-    async def _pipelined(self, commands: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+    async def pipelined(self, commands: list[Command]) -> list[Any]:
         """Run single-key commands in non-transactional pipelines of bounded size: one
         connection and a few round trips however many entries a purge touches (and
         cluster-safe: the client splits a pipeline by node)."""
         replies: list[Any] = []
         for start in range(0, len(commands), _BATCH):
             batch = commands[start : start + _BATCH]
-            replies.extend(await self.purge_run(partial(self._pipeline, batch), "purge", 20))
+            replies.extend(await self.purge_run(partial(self.pipeline, batch), "purge", 20))
         return replies
 
-    async def _pipeline(self, commands: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
-        pipe = self.client.pipeline(transaction=False)
-        for name, args in commands:
-            getattr(pipe, name)(*args)
-        return list(await pipe.execute())
+    async def pipeline(self, commands: list[Command]) -> list[Any]:
+        """One pipeline of ``commands``, scripts sent by SHA (``stores.scripts``)."""
+        return await scripts.pipeline(self.client, commands)
 
-    async def _mark_stale(self, keys: list[str]) -> None:
-        """Soft purge: keep each entry but make it stale, so it can still be served stale."""
-        values = await self._pipelined([("get", (key,)) for key in keys])
-        writes: list[tuple[str, tuple[Any, ...]]] = []
+    async def _mark_stale(self, keys: list[str]) -> set[str]:
+        """Soft purge: keep each entry but make it stale, so it can still be served stale.
+        Returns the keys marked."""
+        values = await self.pipelined([("get", (key,)) for key in keys])
+        writes: list[tuple[str, bytes]] = []
         for key, value in zip(keys, values, strict=True):
             if value is None:
                 continue
@@ -298,28 +349,22 @@ class Invalidator:
             except DecodeError:
                 continue
             if isinstance(record, CachedResponse):
+                # Stale, and never served stale-while-revalidate: the next request must
+                # revalidate (or refetch); only stale-if-error may still show the old body.
                 stale = replace(
-                    record, fresh_for=0.0, stale_for=record.fresh_for + record.stale_for
+                    record,
+                    fresh_for=0.0,
+                    stale_for=record.fresh_for + record.stale_for,
+                    stale_while_revalidate=0.0,
                 )
-                writes.append(("set", (key, encode(key, stale))))
-        if writes:
-            # SET ... KEEPTTL XX through the pipeline's generic command interface.
-            await self._pipelined(
-                [
-                    ("execute_command", ("SET", key, value, "KEEPTTL", "XX"))
-                    for _, (key, value) in writes
-                ]
-            )
-
-    def _later(self, names: list[str], soft: bool) -> None:
-        async def again() -> None:
-            await asyncio.sleep(self.race_window)
-            with contextlib.suppress(Exception):
-                await self.purge(names, soft=soft, repeat=False)
-
-        task = asyncio.get_running_loop().create_task(again())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+                writes.append((key, encode(key, stale)))
+        if not writes:
+            return set()
+        # SET ... KEEPTTL XX through the pipeline's generic command interface.
+        replies = await self.pipelined(
+            [("execute_command", ("SET", key, value, "KEEPTTL", "XX")) for key, value in writes]
+        )
+        return {key for (key, _), reply in zip(writes, replies, strict=True) if reply}
 
     def on_purge_message(self, data: Any) -> None:
         """A purge announced by another process: forget our L1 copies and log it."""
@@ -332,9 +377,15 @@ class Invalidator:
         self.note(names)
         self.evict_local(names, keys)
 
+    async def _purge_again(self, names: list[str], soft: bool) -> None:
+        """Run an unfinished purge again (raises ``StoreUnavailable`` while Redis fails):
+        the entries still indexed go, and so do the copies any process took of them."""
+        found, _ = await self._purge_remote(names, soft)
+        self.note(names)
+        self.evict_local(names, found)
+        await self.announce("purge", [names, sorted(found)])
+
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        """Stop the retries (announcements, unfinished purges) of this loop."""
+        await self.announcements.close()
+        await self.unfinished.close()

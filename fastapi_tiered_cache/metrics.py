@@ -10,10 +10,11 @@ reason code, and a tenant that exporters fold into ``other`` unless allow-listed
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from enum import Enum
-from typing import Protocol
+from typing import Any, Protocol
 
-__all__ = ["Event", "Metrics", "Stats"]
+__all__ = ["Event", "Metrics", "Stats", "format_ratio"]
 
 
 class Event(str, Enum):
@@ -99,6 +100,34 @@ class Stats:
     def observe(self, seconds: float, *, route: str = "", outcome: str = "") -> None:
         """Timings are left to the exporters; the in-process view stays a set of counters."""
 
+    def export(self) -> dict[str, list[list[Any]]]:
+        """The raw counts, as JSON-ready lists (what a process reports to the fleet)."""
+        return {
+            "counts": [[event, detail, n] for (event, detail), n in sorted(self.counters.items())],
+            "route_counts": [
+                [route, event, n] for (route, event), n in sorted(self.routes.items())
+            ],
+        }
+
+    @classmethod
+    def merged(cls, exports: Iterable[Mapping[str, Any]]) -> Stats:
+        """The sum of several ``export()`` results (malformed rows are skipped)."""
+        total = cls()
+        for export in exports:
+            for row in export.get("counts", ()):
+                try:
+                    event, detail, n = str(row[0]), str(row[1]), int(row[2])
+                except (TypeError, ValueError, IndexError):
+                    continue
+                total._counters[event, detail] += n
+            for row in export.get("route_counts", ()):
+                try:
+                    route, event, n = str(row[0]), str(row[1]), int(row[2])
+                except (TypeError, ValueError, IndexError):
+                    continue
+                total._route_counts[route, event] += n
+        return total
+
     def total(self, event: Event) -> int:
         return sum(n for (name, _), n in self.counters.items() if name == event.value)
 
@@ -129,3 +158,8 @@ class Stats:
             lookups = hits + int(str(counts.get("miss", 0))) + int(str(counts.get("stale", 0)))
             counts["hit_ratio"] = round(hits / lookups, 4) if lookups else None
         return table
+
+
+def format_ratio(value: object) -> str:
+    """A hit ratio as a percentage, ``-`` when there were no lookups."""
+    return f"{value:.1%}" if isinstance(value, (int, float)) else "-"

@@ -8,17 +8,20 @@ except in an identity's own scope, which behaves as that identity's private cach
 
 from __future__ import annotations
 
+import math
+import random
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
 from .cache_control import (
     CacheControl,
+    parse_age,
     parse_cache_control,
-    parse_delta_seconds,
     parse_http_date,
+    parse_targeted,
     parse_vary,
 )
 from .request import RequestInfo
@@ -32,10 +35,13 @@ __all__ = [
     "check_response",
     "freshness_of",
     "heuristic_lifetime",
+    "heuristically_fresh",
     "is_worth_storing",
+    "lifetime_without_freshness",
     "outgoing_cache_control",
     "request_allows",
     "response_cache_control",
+    "should_refresh_early",
 ]
 
 _AGE_DIRECTIVE = re.compile(r"(?i)\b(max-age|s-maxage)\s*=\s*\"?(\d+)\"?")
@@ -60,7 +66,7 @@ class Reason(str, Enum):
     REQUEST_BODY = "request-body"
     METHOD_OVERRIDE = "method-override"
     RULE = "rule"
-    REQUEST_OBJECT = "request-object"
+    NOT_OPTED_IN = "not-opted-in"
     AUTHENTICATED = "authenticated"
     RESOLVER = "resolver"
     REQUEST_NO_STORE = "request-no-store"
@@ -74,6 +80,7 @@ class Reason(str, Enum):
     STALE = "stale"
     CONTENT_RANGE = "content-range"
     AUTHORIZATION = "authorization"
+    BODY_EXTENSION = "body-extension"
 
     def __str__(self) -> str:
         return self.value
@@ -134,20 +141,24 @@ def check_request(info: RequestInfo, methods: Collection[str]) -> Decision:
 def freshness_of(
     headers: Mapping[str, str], cc: CacheControl, *, default_ttl: float, shared: bool, now: float
 ) -> Freshness:
-    """Freshness lifetime and initial age of a response received at ``now``."""
-    date = parse_http_date(headers.get("date"))
+    """Freshness lifetime and initial age of a response received at ``now``.
+
+    RFC 9111 §4.2.1 (lifetime: ``s-maxage``, ``max-age``, then ``Expires`` minus ``Date``)
+    and §4.2.3 (initial age: the larger of the apparent age and the first ``Age`` value).
+    """
+    date = parse_http_date(headers.get("date"), now=now)
     explicit = True
     if shared and cc.s_maxage is not None:
         lifetime: float = cc.s_maxage
     elif cc.max_age is not None:
         lifetime = cc.max_age
     elif "expires" in headers:
-        expires = parse_http_date(headers["expires"])
-        # An invalid Expires (such as "0") means already expired (RFC 9111 §5.3).
-        lifetime = 0.0 if expires is None else max(0.0, expires - (date or now))
+        # An invalid Expires (such as "0", or two of them) means already expired (§5.3).
+        expires = parse_http_date(headers["expires"], now=now)
+        lifetime = 0.0 if expires is None else max(0.0, expires - (now if date is None else date))
     else:
         lifetime, explicit = float(default_ttl), False
-    age_value = parse_delta_seconds(headers["age"]) if "age" in headers else None
+    age_value = parse_age(headers.get("age"))
     apparent_age = max(0.0, now - date) if date is not None else 0.0
     return Freshness(
         fresh_for=lifetime,
@@ -160,17 +171,26 @@ def freshness_of(
     )
 
 
-# Statuses a strict cache stores when the origin gives explicit freshness (RFC 9110 §15.1,
-# plus redirects an origin explicitly marks fresh). Server errors are never shared.
-EXPLICITLY_CACHEABLE = frozenset({200, 203, 204, 300, 301, 302, 307, 308, 404, 405, 410, 414})
+# Final statuses whose caching requirements RFC 9110 §15 defines and this cache meets, for
+# must-understand (RFC 9111 §5.2.2.3). 206 is absent (partial responses are never stored as
+# complete ones), as is 304 (it freshens an entry; it is never one).
+UNDERSTOOD_STATUSES = frozenset(
+    {200, 201, 202, 203, 204, 205, 300, 301, 302, 303, 307, 308}
+    | {400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414, 415}
+    | {416, 417, 421, 422, 426, 500, 501, 502, 503, 504, 505}
+)
+# Statuses that may be given a heuristic lifetime (RFC 9110 §15.1), 206 aside.
+HEURISTICALLY_CACHEABLE = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
+_NOT_STORED_AS_FINAL = frozenset({206, 304})
 
 
 def response_cache_control(headers: Mapping[str, str], targeted: Sequence[str]) -> CacheControl:
-    """The directives this cache obeys: the first targeted field present (RFC 9213 §2.2),
-    else ``Cache-Control``."""
+    """The directives this cache obeys: the first targeted field present and valid
+    (RFC 9213 §2.2; one that fails to parse is ignored, §2.1), else ``Cache-Control``."""
     for name in targeted:
-        if name in headers:
-            return parse_cache_control(headers[name])
+        parsed = parse_targeted(headers.get(name))
+        if parsed is not None:
+            return parsed
     return parse_cache_control(headers.get("cache-control"))
 
 
@@ -187,22 +207,26 @@ def check_response(
     statuses: Collection[int],
     shared: bool,
     strict: bool = False,
+    heuristic: bool = False,
     authorization: bool = False,
 ) -> Decision:
     """May this response be stored? (RFC 9111 §3; freshness is judged by the caller.)
 
     ``shared`` is false only in an identity's own scope, where ``private`` is allowed.
-    ``strict`` (no default TTL) also stores any explicitly fresh cacheable status, and
-    applies §3.5 to requests with ``Authorization``.
+    ``strict`` also stores any final status (206 aside) that has explicit freshness, or,
+    with ``heuristic``, a heuristic lifetime (§4.2.2); and applies §3.5 to requests with
+    ``Authorization``. ``must-understand`` limits storing to understood statuses, and
+    then overrides ``no-store`` (§5.2.2.3).
     """
-    explicit = strict and has_explicit_freshness(headers, cc)
-    if status not in statuses and not (explicit and status in EXPLICITLY_CACHEABLE):
+    if not _status_storable(status, headers, cc, statuses, strict=strict, heuristic=heuristic):
+        return _skip(Reason.STATUS)
+    if cc.must_understand and status not in UNDERSTOOD_STATUSES:
         return _skip(Reason.STATUS)
     if "content-range" in headers:
         return _skip(Reason.CONTENT_RANGE)
     if request_cc.no_store:
         return _skip(Reason.REQUEST_NO_STORE)
-    if cc.no_store:
+    if cc.no_store and not cc.must_understand:
         return _skip(Reason.NO_STORE)
     if shared and cc.private:
         return _skip(Reason.PRIVATE)
@@ -217,6 +241,35 @@ def check_response(
     ):
         return _skip(Reason.AUTHORIZATION)  # RFC 9111 §3.5
     return LOOKUP
+
+
+def _status_storable(
+    status: int,
+    headers: Mapping[str, str],
+    cc: CacheControl,
+    statuses: Collection[int],
+    *,
+    strict: bool,
+    heuristic: bool,
+) -> bool:
+    """The configured statuses; in strict mode, any final status the origin made fresh."""
+    if status in statuses:
+        return True
+    if not strict or not 200 <= status <= 599 or status in _NOT_STORED_AS_FINAL:
+        return False
+    if has_explicit_freshness(headers, cc):
+        return True
+    return heuristic and heuristically_fresh(status, headers, cc)
+
+
+def heuristically_fresh(status: int, headers: Mapping[str, str], cc: CacheControl) -> bool:
+    """Whether RFC 9111 §4.2.2 lets this response have a heuristic lifetime: no explicit
+    freshness, a ``Last-Modified``, and a heuristically cacheable status or ``public``."""
+    return (
+        "last-modified" in headers
+        and not has_explicit_freshness(headers, cc)
+        and (status in HEURISTICALLY_CACHEABLE or cc.public)
+    )
 
 
 def outgoing_cache_control(configured: str, origin: CacheControl, ttl: float) -> str | None:
@@ -249,13 +302,45 @@ def request_allows(request_cc: CacheControl, entry_age: _Aged, now: float) -> bo
     return not (request_cc.min_fresh is not None and entry_age.ttl(now) < request_cc.min_fresh)
 
 
-def heuristic_lifetime(headers: Mapping[str, str], now: float) -> float | None:
-    """10% of the time since ``Last-Modified`` (RFC 9111 §4.2.2), or None without one."""
-    modified = parse_http_date(headers.get("last-modified"))
+def heuristic_lifetime(
+    headers: Mapping[str, str],
+    now: float,
+    *,
+    status: int = 200,
+    cc: CacheControl | None = None,
+    cap: float | None = None,
+) -> float | None:
+    """10% of the time since ``Last-Modified`` (RFC 9111 §4.2.2), at most ``cap`` seconds;
+    None when the response may not have a heuristic lifetime (see ``heuristically_fresh``)
+    or its ``Last-Modified`` is not an HTTP-date."""
+    if not heuristically_fresh(status, headers, cc or parse_cache_control(None)):
+        return None
+    modified = parse_http_date(headers.get("last-modified"), now=now)
     if modified is None:
         return None
-    date = parse_http_date(headers.get("date")) or now
-    return max(0.0, (date - modified) / 10)
+    date = parse_http_date(headers.get("date"), now=now)
+    lifetime = max(0.0, ((now if date is None else date) - modified) / 10)
+    return lifetime if cap is None else min(lifetime, cap)
+
+
+def lifetime_without_freshness(
+    *,
+    rule_ttl: int | None,
+    status: int,
+    negative_ttl: int,
+    heuristic: float | None,
+    default_ttl: int,
+) -> float:
+    """Lifetime of a response whose origin gave none: the rule's ``ttl``, negative caching
+    for 404/410, the heuristic (RFC 9111 §4.2.2), else the default. The middleware and the
+    CLI both use it, so ``routes`` shows what a request would get."""
+    if rule_ttl is not None:
+        return float(rule_ttl)
+    if status in (404, 410) and negative_ttl:
+        return float(negative_ttl)
+    if heuristic is not None:
+        return heuristic
+    return float(default_ttl)
 
 
 def is_worth_storing(freshness: Freshness, has_validators: bool) -> Decision:
@@ -263,5 +348,28 @@ def is_worth_storing(freshness: Freshness, has_validators: bool) -> Decision:
     if freshness.revalidate and not has_validators:
         return _skip(Reason.NO_CACHE)
     if freshness.fresh_for - freshness.initial_age <= 0 and not has_validators:
-        return _skip(Reason.STALE)
+        # Stale on arrival: still useful within the origin's RFC 5861 windows.
+        windows = not freshness.must_revalidate and (
+            freshness.stale_while_revalidate > 0 or freshness.stale_if_error > 0
+        )
+        if not windows:
+            return _skip(Reason.STALE)
     return LOOKUP
+
+
+def should_refresh_early(
+    age: float,
+    ttl: float,
+    delta: float,
+    beta: float = 1.0,
+    rand: Callable[[], float] = random.random,
+) -> bool:
+    """The XFetch test: refresh now, before expiry, with a chance rising as expiry nears.
+
+    True when ``age - delta * beta * ln(u) >= ttl``, ``u`` uniform in (0, 1], with ``delta``
+    the seconds the last computation took and ``beta`` > 1 favouring earlier refreshes.
+    See Vattani, Chierichetti, Lowenstein, "Optimal Probabilistic Cache Stampede
+    Prevention", VLDB 2015, which shows this spreads refreshes optimally.
+    """
+    u = 1.0 - rand()  # random() is in [0, 1); ln needs (0, 1]
+    return age - delta * beta * math.log(u) >= ttl

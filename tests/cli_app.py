@@ -3,14 +3,22 @@ admin router that ``fastapi-tiered-cache stats`` reads when uvicorn serves it.""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Response, WebSocket
+from fastapi import Depends, FastAPI, Header, Response, WebSocket
+from fastapi.security import HTTPBearer
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
-from fastapi_tiered_cache import CacheSettings, RouteRule, cache_policy, install
+from fastapi_tiered_cache import (
+    CacheSettings,
+    RouteRule,
+    TieredCache,
+    TieredCacheMiddleware,
+    cache_policy,
+    install,
+)
 from fastapi_tiered_cache.admin import build_admin_router
 
 ADMIN_TOKEN = "cli-admin-token-0123456789"
@@ -48,6 +56,16 @@ async def me(response: Response) -> dict[str, str]:
     return {"user": "alice"}
 
 
+@app.get("/orders", name="orders")
+async def orders(token: Annotated[Any, Depends(HTTPBearer())]) -> list[int]:
+    return [1]
+
+
+@app.get("/debug", name="debug")
+async def debug(request: Request) -> dict[str, str]:
+    return {"ua": request.headers.get("user-agent", "")}
+
+
 @app.websocket("/ws", name="live")
 async def live(websocket: WebSocket) -> None:
     await websocket.close()
@@ -59,11 +77,26 @@ async def health(request: Request) -> PlainTextResponse:
 
 app.router.routes.append(Mount("/ops", routes=[Route("/health", health, name="health")]))
 
+
+class Audit:
+    """A plain ASGI middleware (an audit log, say): the cache cannot see what it reads,
+    so it is vouched for (``trusted_middleware``); ``gated`` below shows one that is not."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+app.add_middleware(Audit)
+
 cache = install(
     app,
     CacheSettings(
         secret_key=SECRET,
         default_ttl=60,
+        trusted_middleware=["tests.cli_app.Audit"],
         rules=[
             RouteRule(path="/products/*", ttl=300, vary=["accept-language"]),
             RouteRule(path="/account/**", cache=False),
@@ -72,3 +105,41 @@ cache = install(
     ),
 )
 app.include_router(build_admin_router(cache, token=ADMIN_TOKEN), prefix="/_cache")
+
+
+class Shim:
+    """An ASGI wrapper the cache cannot see through."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+blind = TieredCacheMiddleware(
+    Shim(FastAPI()),
+    cache=TieredCache(CacheSettings(rules=[RouteRule(path="/static/**", ttl=3600)])),
+)
+
+
+gated = FastAPI()
+
+
+@gated.get("/news")
+async def news() -> dict[str, str]:
+    return {"news": "members only"}
+
+
+@gated.get("/declared")
+@cache_policy(ttl=30, vary=["x-team"])
+async def declared() -> dict[str, str]:
+    return {"news": "keyed by team"}
+
+
+class TeamGate(Audit):
+    """Not vouched for (a subclass is another class): it may read any header."""
+
+
+gated.add_middleware(TeamGate)
+install(gated, CacheSettings(secret_key=SECRET))

@@ -28,8 +28,9 @@ from fastapi_tiered_cache import (
     TieredCache,
 )
 from fastapi_tiered_cache.admin import build_admin_router
+from fastapi_tiered_cache.metrics import Event
 
-from .helpers import SECRET, FakeClock, client_for
+from .helpers import SECRET, FakeClock, client_for, healthy
 
 TOKEN = "admin-token-0123456789abcdef"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -72,13 +73,13 @@ class RecordingCache(TieredCache):
     async def invalidate_path(
         self, path: str, *, tenant: str | None = None, soft: bool = False
     ) -> int:
-        self._call("path", path, tenant=tenant)
+        self._call("path", path, tenant=tenant, **({"soft": True} if soft else {}))
         return 4
 
     async def invalidate_prefix(
         self, prefix: str, *, tenant: str | None = None, soft: bool = False
     ) -> int:
-        self._call("prefix", prefix, tenant=tenant)
+        self._call("prefix", prefix, tenant=tenant, **({"soft": True} if soft else {}))
         return 7
 
     async def invalidate_tags(
@@ -279,7 +280,8 @@ async def test_status_page_shows_hit_ratios(client: httpx.AsyncClient) -> None:
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert page.headers["cache-control"] == "no-store"
-    assert "Hit ratio: <b>75.0%</b>" in page.text
+    assert "This process: hit ratio <b>75.0%</b>" in page.text
+    assert "Fleet: 1 processes, hit ratio <b>75.0%</b>" in page.text  # alone: itself
     assert "<td>l1</td><td>75.0%</td>" in page.text
     assert "/items/{item_id}" in page.text
     assert refused.status_code == 401
@@ -371,6 +373,16 @@ async def test_lookup_of_nothing_is_404_and_bad_headers_422(client: httpx.AsyncC
             {"kind": "prefix", "purged": 7},
         ),
         (
+            {"path": "/items/1", "soft": True},
+            ("path", ("/items/1",), {"tenant": None, "soft": True}),
+            {"kind": "path", "purged": 4},
+        ),
+        (
+            {"prefix": "/items", "soft": True, "tenant": "acme"},
+            ("prefix", ("/items",), {"tenant": "acme", "soft": True}),
+            {"kind": "prefix", "purged": 7},
+        ),
+        (
             {"tags": ["item:1", "items"], "soft": True},
             ("tags", ("item:1", "items"), {"tenant": None, "soft": True}),
             {"kind": "tags", "purged": 2},
@@ -402,6 +414,8 @@ async def test_lookup_of_nothing_is_404_and_bad_headers_422(client: httpx.AsyncC
         "request-head-tenant",
         "path",
         "prefix",
+        "path-soft",
+        "prefix-soft",
         "tags-soft",
         "tenant",
         "all-of-tenant",
@@ -430,7 +444,9 @@ async def test_each_selector_calls_the_cache_api(
         {},
         {"path": "/a", "tags": ["x"]},
         {"all": True, "prefix": "/a"},
-        {"soft": True, "path": "/a"},
+        {"soft": True, "request": {"url": "/a"}},
+        {"soft": True, "all": True},
+        {"soft": True, "prefix": "/"},
         {"tags": []},
         {"tags": [""]},
         {"path": ""},
@@ -446,7 +462,9 @@ async def test_each_selector_calls_the_cache_api(
         "empty",
         "two",
         "all-and-prefix",
-        "soft-without-tags",
+        "soft-request",
+        "soft-all",
+        "soft-root-prefix",
         "no-tags",
         "empty-tag",
         "empty-path",
@@ -547,6 +565,8 @@ async def real(redis_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, TieredC
         l1_timer=clock,
     )
     async with client_for(build_app(cache), cache) as client:
+        cache.ensure_started()  # the bus, heard before the first request: no L1 drop later
+        await healthy(cache)
         yield client, cache
     await cache.close()
     await redis.aclose()
@@ -626,3 +646,95 @@ async def test_lookup_reads_the_real_cache(real: tuple[httpx.AsyncClient, Tiered
     assert not any(name in ("set-cookie", "surrogate-key") for name, _ in entry["headers"])
     assert entry["ttl"] == 60
     assert missing.status_code == 404
+
+
+# -- purges that tell the truth, fleet-wide stats -------------------------------------
+
+
+async def test_a_purge_that_matches_nothing_says_not_cached(
+    real: tuple[httpx.AsyncClient, TieredCache],
+) -> None:
+    client, _ = real
+    await client.get("/items/1")
+    for body in (
+        {"path": "/items/9"},
+        {"tags": ["nothing"]},
+        {"request": {"url": "http://test/items/9"}},
+        {"request": {"url": "/items/9"}},
+    ):
+        response = await client.post("/_cache/purge", json=body, headers=AUTH)
+        assert response.status_code == 404, body
+        assert response.json()["detail"] == "not cached"
+        assert response.json()["purged"] == 0
+    assert (await client.get("/items/1")).headers["x-cache"] == "HIT"
+
+
+async def test_purge_counts_are_exact(real: tuple[httpx.AsyncClient, TieredCache]) -> None:
+    client, cache = real
+    for path in ("/items/1", "/items/2"):
+        await client.get(path)
+    # A stale index member (an entry that left Redis) is not counted.
+    keys = await cache.purges._keys_of("GET", "http://test/items/2", None, None)
+    assert cache.store.l2 is not None and cache.store.l1 is not None
+    await cache.store.l2.delete(keys[-1])
+    cache.store.l1.discard(keys[-1])
+    response = await client.post("/_cache/purge", json={"tags": ["items"]}, headers=AUTH)
+    assert response.json() == {"kind": "tags", "purged": 1}
+    again = await client.post("/_cache/purge", json={"tags": ["items"]}, headers=AUTH)
+    assert again.status_code == 404
+
+
+async def test_relative_urls_resolve_against_the_origins_seen(
+    real: tuple[httpx.AsyncClient, TieredCache],
+) -> None:
+    client, cache = real
+    await client.get("/items/1")
+    assert await cache.origins() == ["http://test"]  # recorded in Redis with the entry
+    found = await client.get("/_cache/lookup", params={"url": "/items/1"}, headers=AUTH)
+    assert found.status_code == 200, found.text
+    assert found.json()["url"] == "http://test/items/1"
+    purged = await client.post("/_cache/purge", json={"request": {"url": "/items/1"}}, headers=AUTH)
+    assert purged.json() == {
+        "kind": "request",
+        "purged": 1,
+        "urls": ["http://test/items/1", "/items/1"],
+    }
+    assert (await client.get("/items/1")).headers["x-cache"] == "MISS"
+
+
+async def test_relative_urls_resolve_against_the_public_url(redis_url: str) -> None:
+    redis = aioredis.Redis.from_url(redis_url)
+    settings = CacheSettings(secret_key=SECRET, public_url="HTTP://Test/", redis_timeout=1.0)
+    cache = TieredCache(settings, redis=redis)
+    async with client_for(build_app(cache), cache) as client:
+        await client.get("/items/1")
+        await redis.delete(cache.invalidator.fills.origins_key)  # only the setting is used
+        found = await client.get("/_cache/lookup", params={"url": "items/1"}, headers=AUTH)
+        assert found.json()["url"] == "http://test/items/1"
+    await redis.aclose()
+
+
+async def test_stats_show_the_fleet_through_redis(
+    real: tuple[httpx.AsyncClient, TieredCache], redis_url: str
+) -> None:
+    client, _ = real
+    other = TieredCache(
+        CacheSettings(secret_key=SECRET, redis_timeout=1.0),
+        redis=aioredis.Redis.from_url(redis_url),
+    )
+    other.stats.record(Event.HIT, tier="l1", route="/items/{item_id}")
+    other.stats.record(Event.MISS, reason="miss", route="/items/{item_id}")
+    assert other.reporter is not None
+    await other.reporter.report()  # another process of the fleet, as of its last report
+    await client.get("/items/1")
+    await client.get("/items/1")
+    stats = (await client.get("/_cache/stats", headers=AUTH)).json()
+    assert stats["counts"]["hit"] == {"l1": 1}  # this process
+    fleet = stats["fleet"]
+    assert fleet["processes"] == 2
+    assert fleet["counts"]["hit"] == {"l1": 2}
+    assert fleet["counts"]["miss"] == {"miss": 2}
+    assert fleet["hit_ratio"] == 0.5
+    assert fleet["routes"]["/items/{item_id}"]["hit"] == 2
+    await other.close()
+    await other.store.l2.client.aclose()  # type: ignore[union-attr]

@@ -17,12 +17,14 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from fastapi import FastAPI
 
-from fastapi_tiered_cache import CacheSettings, TieredCache
+from fastapi_tiered_cache import CacheSettings, RouteRule, TieredCache
 from fastapi_tiered_cache.cli import main, setting_sources
+from fastapi_tiered_cache.explain import describe_route, iter_routes
 
 from .cli_app import ADMIN_TOKEN
-from .helpers import SECRET, client_for
+from .helpers import CATCH_ALL, SECRET, client_for
 from .support.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,7 +126,8 @@ def test_demo_forwards_its_arguments(workdir: Path) -> None:
     result = run("demo", "--help", cwd=workdir)
     assert result.returncode == 0
     assert "--port" in result.stdout
-    assert "demo" in result.stdout
+    # The usage names the program the user ran, not another one.
+    assert result.stdout.startswith("usage: fastapi-tiered-cache demo ")
 
 
 # -- config --------------------------------------------------------------------------
@@ -181,7 +184,7 @@ def test_config_with_invalid_settings_exits_2(cli: Invoke) -> None:
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({"TIERED_CACHE_DEFAULT_TTL": "abc"}, "TIERED_CACHE_DEFAULT_TTL: Input should be"),
+        ({"TIERED_CACHE_DEFAULT_TTL": "abc"}, "TIERED_CACHE_DEFAULT_TTL: 'abc' is not a duration"),
         ({"TIERED_CACHE_DEFAULT_TTLL": "5"}, "did you mean TIERED_CACHE_DEFAULT_TTL?"),
     ],
     ids=["bad-value", "unknown-variable"],
@@ -209,19 +212,21 @@ def test_check_rejects_bad_settings_with_exit_2(
 def test_check_reports_every_configuration_error_on_one_line(
     cli: Invoke, env: dict[str, str], expected: str
 ) -> None:
-    status, _, err = cli("check", env=env)
+    status, out, err = cli("check", env=env)
     assert status == 2
     assert len(err.splitlines()) == 1
     assert expected in err
+    assert out == ""  # one verdict: never an "ok" before the error
 
 
 def test_check_without_redis_is_ok(workdir: Path) -> None:
     result = run("check", cwd=workdir)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "ok: settings are valid",
-        "ok: L1 in process: 10000 entries, 67108864 B",
-        "ok: no TIERED_CACHE_REDIS_URL: L1 only",
+        "ok: the cache can start (L1)",
+        "  settings: valid",
+        "  L1: in process, 10000 entries, 67108864 B",
+        "  L2: none (no TIERED_CACHE_REDIS_URL): L1 only",
     ]
 
 
@@ -235,6 +240,7 @@ def test_check_reports_unreachable_redis_with_exit_1(workdir: Path) -> None:
         cwd=workdir,
     )
     assert result.returncode == 1
+    assert result.stdout == ""
     line = one_error_line(result)
     assert line.startswith("error: Redis is unreachable")
     assert str(port) in line
@@ -245,7 +251,9 @@ def test_check_reports_unreachable_redis_with_exit_1(workdir: Path) -> None:
 def test_check_pings_a_reachable_redis(workdir: Path, redis_url: str) -> None:
     result = run("check", env={"TIERED_CACHE_REDIS_URL": redis_url}, cwd=workdir)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1].startswith("ok: Redis answered PING in ")
+    lines = result.stdout.splitlines()
+    assert lines[0] == "ok: the cache can start (L1 + L2)"
+    assert lines[-1].startswith("  L2: Redis answered PING in ")
     assert result.stderr == ""
 
 
@@ -259,9 +267,44 @@ def routes_table(stdout: str) -> dict[tuple[str, str], list[str]]:
     starts = [lines[0].index(column) for column in header]
     table = {}
     for line in lines[1:]:
+        if not line:
+            break  # notes follow the table
         cells = [line[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
         table[cells[0], cells[1]] = cells[2:]
     return table
+
+
+@pytest.mark.parametrize(
+    ("options", "listed", "ruled"),
+    [
+        ({"default_ttl": 0}, "0s strict or heuristic", "300s strict"),
+        ({"default_ttl": 0, "strict": False}, "0s", "300s"),
+        ({"strict": True, "heuristic_freshness": False}, "60s strict", "300s strict"),
+        ({}, "60s", "300s"),
+    ],
+)
+def test_routes_shows_the_lifetime_the_middleware_gives(
+    options: dict[str, Any], listed: str, ruled: str
+) -> None:
+    """The CLI reads the same strict-mode property and lifetime rule as the pipeline."""
+    app = FastAPI()
+
+    @app.get("/products")
+    async def products() -> list[int]:
+        return []
+
+    @app.get("/products/{product_id}")
+    async def product(product_id: int) -> int:
+        return product_id
+
+    rules = [RouteRule(path="/products/*", ttl=300)]
+    cache = TieredCache(CacheSettings(secret_key=SECRET, rules=rules, **options))
+    ttls = {
+        path: describe_route(cache, methods, path, owner)[1]
+        for methods, path, _, owner in iter_routes(app.routes)
+    }
+    assert ttls["/products"] == listed
+    assert ttls["/products/{product_id}"] == ruled
 
 
 def test_routes_lists_each_route_with_its_rule(workdir: Path) -> None:
@@ -284,9 +327,36 @@ def test_routes_lists_each_route_with_its_rule(workdir: Path) -> None:
         "path query[page] h:x-region tenant identity",
     ]
     # Starlette routes (and everything under a Mount) may read anything: not cached.
-    assert table["GET,HEAD", "/ops/health"][:2] == ["health", "no (reads Request)"]
-    assert table["GET,HEAD", "/openapi.json"][1] == "no (reads Request)"
+    assert table["GET,HEAD", "/ops/health"][:2] == ["health", "no (opaque-route)"]
+    assert "a Mount of Router" in table["GET,HEAD", "/ops/health"][4]
+    assert table["GET,HEAD", "/openapi.json"][1] == "no (opaque-route)"
+    assert table["GET", "/debug"][1] == "no (request-object)"
+    assert "debug takes the Request" in table["GET", "/debug"][4]
+    assert table["GET", "/orders"][1:3] == ["per user", "60s"]
     assert table["GET", "/_cache/stats"][1:4] == ["no (rule)", "-", "/_cache/**"]
+    # Audit sits between the cache and the routes, vouched for: no note.
+    assert "cannot see what these middleware read" not in result.stdout
+
+
+def test_routes_under_middleware_the_cache_cannot_see_through_are_not_cached(
+    workdir: Path,
+) -> None:
+    result = run("routes", "tests.cli_app:gated", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    table = routes_table(result.stdout)
+    assert table["GET", "/news"][1] == "no (opaque-middleware)"
+    assert "under tests.cli_app.TeamGate" in table["GET", "/news"][4]
+    assert table["GET", "/declared"][1:4] == ["yes", "30s", "@cache_policy"]
+    assert "cannot see what these middleware read" in result.stdout
+    assert "tests.cli_app.TeamGate" in result.stdout
+
+
+def test_routes_says_when_the_cache_cannot_see_the_routes(workdir: Path) -> None:
+    result = run("routes", "tests.cli_app:blind", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert "The cache wraps Shim, whose routes it cannot see" in result.stdout
+    assert "detail=opaque-app" in result.stdout
+    assert "/static/**" in result.stdout
 
 
 def test_routes_import_error_is_one_line(workdir: Path) -> None:
@@ -399,7 +469,9 @@ async def purge_with_cli(
     """
     client = aioredis.Redis.from_url(redis_url)
     # L2 only, on the real clocks: as a worker of the running app would be.
-    settings = CacheSettings(secret_key=SECRET, l1_max_entries=0, redis_timeout=1.0)
+    settings = CacheSettings(
+        secret_key=SECRET, l1_max_entries=0, redis_timeout=1.0, rules=[CATCH_ALL]
+    )
     cache = TieredCache(settings, redis=client)
     paths = ["/x/1", "/x/2", "/y"]
     try:
@@ -464,17 +536,108 @@ async def test_purge_selectors_against_redis(
 
 
 @pytest.mark.parametrize(
+    ("args", "missed", "said"),
+    [
+        (["--path", "/x/1", "--soft"], ["/x/1"], "ok: purged path /x/1 (soft): 1 entries"),
+        (["--prefix", "/x", "--soft"], ["/x/1", "/x/2"], "ok: purged prefix /x (soft): 2 entries"),
+        (["--tag", "y", "--soft"], ["/y"], "ok: purged tags y (soft): 1 entries"),
+    ],
+    ids=["path", "prefix", "tag"],
+)
+async def test_soft_purges_mark_stale_and_the_next_request_asks_the_origin(
+    redis_url: str, cli: Invoke, args: list[str], missed: list[str], said: str
+) -> None:
+    """As ``invalidate_path/prefix/tags(soft=True)``: the entries stay, marked stale, and
+    are revalidated with the origin before they are served again (never served as they
+    were, never served stale while revalidating)."""
+    result, after = await purge_with_cli(redis_url, *args, invoke=cli, settle=missed[0])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == said
+    assert after == {p: "MISS" if p in missed else "HIT" for p in after}
+
+
+async def validating_origin(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A response with a validator; a request that presents it is answered 304."""
+    asked = dict(scope["headers"]).get(b"if-none-match")
+    headers = [(b"etag", b'"v1"'), (b"cache-control", b"max-age=60")]
+    if asked == b'"v1"':
+        await send({"type": "http.response.start", "status": 304, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    headers.append((b"content-type", b"text/plain"))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"document"})
+
+
+@pytest.mark.parametrize(
+    ("soft", "then"), [(True, "REVALIDATED"), (False, "MISS")], ids=["soft", "hard"]
+)
+async def test_a_soft_purge_keeps_the_entry_for_revalidation(
+    redis_url: str, cli: Invoke, soft: bool, then: str
+) -> None:
+    """Soft: the entry stays, marked stale, and the next request revalidates it with the
+    origin (a 304, the body kept); hard: it is gone, and the next request fetches anew."""
+    client = aioredis.Redis.from_url(redis_url)
+    settings = CacheSettings(
+        secret_key=SECRET, l1_max_entries=0, redis_timeout=1.0, rules=[CATCH_ALL], namespace="soft"
+    )
+    cache = TieredCache(settings, redis=client)
+    env = {
+        "TIERED_CACHE_REDIS_URL": redis_url,
+        "TIERED_CACHE_SECRET_KEY": SECRET,
+        "TIERED_CACHE_NAMESPACE": "soft",
+    }
+    try:
+        async with client_for(validating_origin, cache) as http:
+            await http.get("/doc")
+            assert (await http.get("/doc")).headers["x-cache"] == "HIT"
+            args = ["purge", "--path", "/doc", *(["--soft"] if soft else [])]
+            status, out, err = await asyncio.to_thread(cli, *args, env=env)
+            after = await http.get("/doc")
+    finally:
+        await cache.close()
+        await client.aclose()
+    assert status == 0, err
+    assert out.strip() == f"ok: purged path /doc{' (soft)' if soft else ''}: 1 entries"
+    assert after.headers["x-cache"] == then
+    assert (after.status_code, after.content) == (200, b"document")
+
+
+async def test_a_soft_purge_that_matched_nothing_says_not_cached(
+    redis_url: str, cli: Invoke
+) -> None:
+    result, after = await purge_with_cli(redis_url, "--path", "/z", "--soft", invoke=cli)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "not cached: path /z (soft): nothing was purged"
+    assert set(after.values()) == {"HIT"}
+
+
+@pytest.mark.parametrize(
     ("args", "expected"),
     [
         ([], "choose one of --path"),
         (["--path", "/a", "--tag", "x"], "not allowed with argument"),
-        (["--path", "/a", "--soft"], "--soft goes with --tag"),
+        (["--url", "/a", "--soft"], "--soft goes with --path, --prefix or --tag"),
+        (["--all", "--soft"], "--soft goes with --path, --prefix or --tag"),
+        (["--tenant", "acme", "--soft"], "--soft goes with --path, --prefix or --tag"),
+        (["--prefix", "/", "--soft"], "soft does not apply to the prefix /"),
         (["--path", "/a", "--header", "a: b"], "--method and --header go with --url"),
         (["--url", "/a", "--header", "nocolon"], "--header must be 'Name: value'"),
         (["--url", "/a", "--method", "G T"], "pattern"),
         (["--tag", ""], "at least 1 character"),
     ],
-    ids=["none", "two", "soft", "header-without-url", "bad-header", "bad-method", "empty-tag"],
+    ids=[
+        "none",
+        "two",
+        "soft-url",
+        "soft-all",
+        "soft-tenant",
+        "soft-root-prefix",
+        "header-without-url",
+        "bad-header",
+        "bad-method",
+        "empty-tag",
+    ],
 )
 def test_purge_usage_errors_exit_2(cli: Invoke, args: list[str], expected: str) -> None:
     status, _, err = cli("purge", *args, env={"TIERED_CACHE_REDIS_URL": "redis://127.0.0.1:1"})
@@ -494,3 +657,63 @@ def test_purge_with_unreachable_redis_exits_1(workdir: Path) -> None:
     result = run("purge", "--tag", "x", env=env, cwd=workdir)
     assert result.returncode == 1
     assert one_error_line(result).startswith("error: Redis is unreachable")
+
+
+async def test_purge_of_a_relative_url_resolves_it_against_the_origins_stored(
+    redis_url: str, cli: Invoke
+) -> None:
+    result, after = await purge_with_cli(redis_url, "--url", "/y", invoke=cli, settle="/y")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "ok: purged request GET /y: 1 entries (tried http://test/y, /y)"
+    )
+    assert after == {"/y": "MISS", "/x/1": "HIT", "/x/2": "HIT"}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--url", "/nothing"], ["--url", "http://test/nothing"], ["--path", "/z"], ["--tag", "z"]],
+    ids=["relative-url", "absolute-url", "path", "tag"],
+)
+async def test_a_purge_that_matched_nothing_says_not_cached_and_exits_1(
+    redis_url: str, cli: Invoke, args: list[str]
+) -> None:
+    result, after = await purge_with_cli(redis_url, *args, invoke=cli)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("not cached: ")
+    assert len(result.stderr.splitlines()) == 1
+    assert set(after.values()) == {"HIT"}
+
+
+async def test_stats_from_redis_sum_the_fleet(redis_url: str, cli: Invoke) -> None:
+    caches = [
+        TieredCache(
+            # A raw ASGI origin: its routes cannot be seen, so a rule opts it in.
+            CacheSettings(secret_key=SECRET, redis_timeout=1.0, rules=[CATCH_ALL]),
+            redis=aioredis.Redis.from_url(redis_url),
+        )
+        for _ in range(3)
+    ]
+    try:
+        for cache in caches:
+            async with client_for(tagged_origin, cache) as http:
+                await http.get("/x/1")  # a miss in the first, an L2 hit in the others,
+                await http.get("/x/1")  # then an L1 hit in each
+                assert cache.reporter is not None
+                await cache.reporter.report()
+        env = {"TIERED_CACHE_REDIS_URL": redis_url}
+        status, out, err = await asyncio.to_thread(cli, "stats", "--redis", "--json", env=env)
+        assert status == 0, err
+        fleet = json.loads(out)["fleet"]
+        assert fleet["processes"] == 3
+        assert fleet["counts"]["hit"] == {"l1": 3, "l2": 2}
+        assert fleet["counts"]["miss"] == {"miss": 1}
+        assert fleet["hit_ratio"] == round(5 / 6, 4)
+        status, out, err = await asyncio.to_thread(cli, "stats", "--redis", env=env)
+        assert status == 0, err
+        assert out.startswith("fleet: 3 processes (summed through Redis)\n")
+    finally:
+        for cache in caches:
+            await cache.close()
+            await cache.store.l2.client.aclose()  # type: ignore[union-attr]

@@ -74,7 +74,10 @@ async def test_second_list_is_a_hit_and_the_slow_read_ran_once(
     assert first.headers["cache-status"] == "fastapi-tiered-cache; fwd=miss; stored"
     assert second.headers["x-cache"] == "HIT"
     assert second.headers["cache-status"].startswith("fastapi-tiered-cache; hit; ttl=")
-    assert second.headers["cache-status"].endswith("; detail=l1")
+    # Served without lifespan events, the cache starts its bus on the first request; once
+    # the bus is heard it drops what L1 held before (purges may have gone unheard), so on a
+    # fast machine the second request may come from L2.
+    assert second.headers["cache-status"].endswith(("; detail=l1", "; detail=l2"))
     assert second.headers["age"] == "0"
     assert second.headers["etag"] == first.headers["etag"]
     assert second.json() == first.json()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import importlib
 import importlib.util
 import os
 import re
@@ -12,12 +14,14 @@ from pathlib import Path
 from types import ModuleType
 
 import httpx
+import jwt
 import pytest
 from fastapi import FastAPI
 
-from fastapi_tiered_cache import CacheSettings, RouteRule, TieredCache
+from fastapi_tiered_cache import CacheSettings, RouteRule, TieredCache, get_cache
 from fastapi_tiered_cache.policy import Reason
 from fastapi_tiered_cache.stores import Tier
+from fastapi_tiered_cache.verdicts import Refusal
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -104,11 +108,14 @@ def test_http_page_lists_exactly_the_cache_status_details() -> None:
     documented = set(re.findall(r"`detail=([a-z0-9-]+)`", page))
     # "cacheable" is never shown (a stored response says "stored"), nor "disabled" (a
     # disabled cache adds no header); a hit names its tier; and the middleware writes a
-    # few details of its own as literals (such as "only-if-cached").
-    middleware = (ROOT / "fastapi_tiered_cache" / "middleware.py").read_text(encoding="utf-8")
-    literals = set(re.findall(r'"detail=([a-z0-9-]+)"', middleware))
+    # few details of its own as literals (such as "only-if-cached"), anywhere in the package.
+    package = ROOT / "fastapi_tiered_cache"
+    pipeline = "".join(path.read_text(encoding="utf-8") for path in package.rglob("*.py"))
+    literals = set(re.findall(r'"detail=([a-z0-9-]+)"', pipeline))
     tiers = {str(tier) for tier in Tier}
+    refusals = {str(refusal) for refusal in Refusal}
     emitted = {str(reason) for reason in Reason} - {"cacheable", "disabled"} | tiers | literals
+    emitted |= refusals
 
     assert documented == emitted
 
@@ -147,15 +154,19 @@ def test_readme_quickstart_is_the_example() -> None:
 
 def test_readme_has_the_two_commands() -> None:
     lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
-
-    assert (
-        'python3 -m venv .venv && .venv/bin/pip install -q -e ".[demo]" '
-        "&& .venv/bin/python -m fastapi_tiered_cache.demo"
-    ) in lines
-    assert (
-        "python3 -m venv .venv && .venv/bin/pip install -q tox "
-        "&& .venv/bin/tox run-parallel --parallel-no-spinner"
-    ) in lines
+    demo = (
+        "python3 -m venv .venv && .venv/bin/pip install -q -c requirements/constraints.txt"
+        ' -e ".[demo]" && .venv/bin/python -m fastapi_tiered_cache.demo'
+    )
+    tests = (
+        "python3 -m venv .venv && .venv/bin/pip install -q -c requirements/constraints.txt"
+        " tox && .venv/bin/tox run-parallel --parallel-no-spinner"
+    )
+    assert demo in lines
+    assert tests in lines
+    # CI runs exactly the README's test command.
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert f"cmd='{tests}'" in ci
 
 
 def test_docs_link_only_to_pages_that_exist() -> None:
@@ -390,8 +401,11 @@ async def test_saas_jwt_example_keys_on_tenant_and_verified_subject(
     alice_again = module.issue_token("alice", "acme", ttl=60)  # another token, same user
     bob = module.issue_token("bob", "acme")
     header, _, signature = alice.split(".")
-    claims = module._encode(b'{"sub": "bob", "tenant": "acme", "exp": 9999999999}')
-    forged = f"{header}.{claims}.{signature}"  # bob's claims under alice's signature
+    claims = base64.urlsafe_b64encode(b'{"sub": "bob", "tenant": "acme", "exp": 9999999999}')
+    forged = (
+        f"{header}.{claims.rstrip(b'=').decode()}.{signature}"  # bob's claims, alice's signature
+    )
+    none_alg = jwt.encode({"sub": "bob", "tenant": "acme", "exp": 9999999999}, None, "none")
     expired = module.issue_token("alice", "acme", ttl=-1)
 
     async with client_for(module.app) as client:
@@ -401,7 +415,8 @@ async def test_saas_jwt_example_keys_on_tenant_and_verified_subject(
         as_bob = [await client.get(f"{acme}/me", headers=bearer(bob)) for _ in range(2)]
         wrong_tenant = await client.get(f"{globex}/me", headers=bearer(alice))
         refused = [
-            await client.get(f"{acme}/me", headers=bearer(token)) for token in (forged, expired)
+            await client.get(f"{acme}/me", headers=bearer(token))
+            for token in (forged, expired, none_alg)
         ]
 
     assert [r.headers["x-cache"] for r in plans] == ["MISS", "HIT", "MISS", "HIT"]
@@ -434,3 +449,99 @@ async def test_prometheus_example_serves_metrics() -> None:
     for tenant in ("acme", "other"):  # initech is not listed: counted as "other"
         assert f'tiered_cache_hits_total{{{route},tenant="{tenant}",tier="l1"}} 1.0' in lines
     assert "tiered_cache_l1_entries 2.0" in lines
+
+
+def test_the_version_lives_in_one_place_and_the_changelog_has_its_sections() -> None:
+    """``__init__.__version__`` is the only version (pyproject reads it); the changelog has
+    an Unreleased section, and every released version a dated one (the release workflow
+    refuses a tag without it)."""
+    import fastapi_tiered_cache
+
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'dynamic = ["version"]' in pyproject
+    assert 'path = "fastapi_tiered_cache/__init__.py"' in pyproject
+    changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    sections = re.findall(r"^## \[([^\]]+)\](?: - (\d{4}-\d{2}-\d{2}))?$", changelog, re.M)
+    assert sections[0] == ("Unreleased", "")
+    released = dict(sections[1:])
+    assert fastapi_tiered_cache.__version__ in released
+    assert all(released.values()), "every released section carries its date"
+    workflow = (ROOT / ".github" / "workflows" / "release.yml").read_text(encoding="utf-8")
+    assert "twine check --strict" in workflow
+
+
+@pytest.fixture
+def fresh_process_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No process cache left by another test: the example builds its own."""
+    module = importlib.import_module("fastapi_tiered_cache.install")
+    monkeypatch.setattr(module, "_process_cache", None)
+    monkeypatch.setattr(module, "_process_installed", False)
+
+
+@pytest.mark.usefixtures("fresh_process_cache")
+async def test_cached_data_example_caches_results_and_purges_them_by_tag() -> None:
+    module = load(EXAMPLES / "cached_data.py")
+    cache = module.app.state.tiered_cache
+
+    first = await module.load_product(1)
+    first.stock = 0  # the caller's own copy
+    again = await module.load_product(product_id=1)
+    async with client_for(module.app) as client:
+        page = await client.get("/products/1/price")
+        sold = await client.post("/products/1/sale")
+    after_sale = await module.load_product(1)
+    rate = await module.exchange_rate("EUR")
+
+    assert cache is get_cache()
+    assert (again.stock, page.json()) == (3, {"price": 999.0})
+    assert sold.json() == {"stock": 2}
+    assert (after_sale.stock, module.queries) == (2, 2)
+    assert rate == 0.92 == await cache.get("rate:EUR")
+    await cache.close()
+
+
+@pytest.mark.usefixtures("fresh_process_cache")
+async def test_worker_script_example_uses_the_process_cache() -> None:
+    module = load(EXAMPLES / "worker_script.py")
+
+    first, again, stored = await module.main()
+
+    assert first == again == stored == module.Report(day="2024-05-01", orders=42)
+    assert module.runs == 1
+
+
+async def test_choose_what_is_cached_example_applies_its_typed_policies() -> None:
+    module = load(EXAMPLES / "choose_what_is_cached.py")
+
+    async with client_for(module.app) as client:
+        await client.get("/products/7")
+        product = await client.get("/products/7")
+        await client.get("/products?page=2&utm_source=mail")
+        listing = await client.get("/products?page=2&ref=home")
+        other_page = await client.get("/products?page=3")
+        health = [await client.get("/healthz") for _ in range(2)]
+    schema = module.app.openapi()
+    await module.app.state.tiered_cache.close()
+
+    assert product.headers["x-cache"] == "HIT"
+    assert re.search(r"; ttl=(599|600);", product.headers["cache-status"])
+    assert (listing.headers["x-cache"], listing.json()["page"]) == ("HIT", 2)
+    assert other_page.headers["x-cache"] == "MISS"
+    for response in health:
+        assert response.headers["cache-status"].endswith("fwd=bypass; detail=rule")
+    operations = schema["paths"]
+    assert operations["/products/{product_id}"]["get"]["x-cache"]["ttl"] == 600
+    assert operations["/products"]["get"]["x-cache"]["key"][:2] == ["path", "query[page]"]
+    assert operations["/healthz"]["get"]["x-cache"]["verdict"] == "no (rule)"
+
+
+async def test_openapi_custom_example_keeps_its_own_schema_and_adds_the_cache() -> None:
+    module = load(EXAMPLES / "openapi_custom.py")
+
+    async with client_for(module.app) as client:
+        served = (await client.get("/openapi.json")).json()
+    await module.cache.close()
+
+    assert served["info"]["x-logo"] == {"url": "https://example.com/logo.png"}
+    assert served["paths"]["/products"]["get"]["x-cache"]["cached"] is True
+    assert "304" in served["paths"]["/products"]["get"]["responses"]

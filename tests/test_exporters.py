@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
@@ -29,6 +30,9 @@ from fastapi_tiered_cache.exporters import (
     metrics_endpoint,
 )
 from fastapi_tiered_cache.metrics import Event, Metrics
+from tests.helpers import SECRET
+from tests.support.fleet import Fleet
+from tests.support.redis_server import RedisServer
 
 from .helpers import Origin, client_for, make_cache
 
@@ -430,3 +434,48 @@ async def test_metrics_endpoint_works_behind_install_like_wiring() -> None:
     families = {family.name: family for family in text_string_to_metric_families(scraped.text)}
     hits = [s for s in families["tiered_cache_hits"].samples if s.name.endswith("_total")]
     assert sum(s.value for s in hits) == 1
+
+
+# -- several worker processes ----------------------------------------------------------
+
+
+def _samples(text: str, name: str) -> dict[str, float]:
+    """``{labels: value}`` of the samples of ``name`` in a text exposition."""
+    found = {}
+    for line in text.splitlines():
+        if line.startswith((name + "{", name + " ")):
+            series, _, value = line.rpartition(" ")
+            found[series[len(name) :]] = float(value)
+    return found
+
+
+def test_multiprocess_mode_sums_every_worker(
+    tmp_path: Path, fresh_redis_server: RedisServer, redis_url: str
+) -> None:
+    """Two uvicorn processes in prometheus_client's multiprocess mode: either one's
+    /metrics shows both workers' counters, and their L1 sizes summed."""
+    env = {
+        "TIERED_CACHE_REDIS_URL": fresh_redis_server.url,
+        "TIERED_CACHE_SECRET_KEY": SECRET,
+        "TIERED_CACHE_PROMETHEUS_ENABLED": "true",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "FLEET_DATA_URL": redis_url,
+    }
+    with Fleet(2, env) as fleet:
+        first, second = (
+            httpx.Client(base_url=url, headers={"host": "w.test"}) for url in fleet.urls
+        )
+        for _ in range(3):
+            assert first.get("/items/a").status_code == 200  # a miss, then L1 hits
+        for _ in range(2):
+            assert second.get("/items/a").status_code == 200  # an L2 hit, then an L1 hit
+        time.sleep(1.1)  # the first worker's gauges follow its last event within a second
+        text = second.get("/metrics").text
+        first.close()
+        second.close()
+    hits = _samples(text, "tiered_cache_hits_total")
+    assert sum(hits.values()) == 4
+    assert sum(v for k, v in hits.items() if 'tier="l2"' in k) >= 1  # the second's first
+    misses = _samples(text, "tiered_cache_misses_total")
+    assert sum(v for k, v in misses.items() if 'route="/items/{name}"' in k) == 1
+    assert _samples(text, "tiered_cache_l1_entries") == {"": 2.0}

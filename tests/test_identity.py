@@ -10,7 +10,7 @@ from starlette.requests import Request
 from fastapi_tiered_cache import BYPASS, CacheSettings, TieredCache, TieredCacheMiddleware
 from fastapi_tiered_cache.identity import tenant_from_path_prefix, tenant_from_subdomain
 
-from .helpers import Origin, client_for, make_cache
+from .helpers import CATCH_ALL, Origin, client_for, make_cache
 
 
 def echo_identity(scope: dict[str, Any]) -> bytes:
@@ -70,7 +70,7 @@ async def test_unrelated_cookies_do_not_make_a_request_authenticated() -> None:
 
 
 async def test_without_secret_authenticated_requests_bypass() -> None:
-    settings = CacheSettings()  # no secret: identities are not cached
+    settings = CacheSettings(rules=[CATCH_ALL])  # no secret: identities are not cached
     origin = Origin()
     async with client_for(origin, TieredCache(settings)) as client:
         response = await client.get("/", headers={"authorization": "Bearer x"})
@@ -79,14 +79,36 @@ async def test_without_secret_authenticated_requests_bypass() -> None:
     assert anon.headers["x-cache"] == "MISS"
 
 
-async def test_private_responses_are_stored_only_in_the_identity_scope() -> None:
+async def test_private_responses_are_not_stored_by_default_in_any_scope() -> None:
+    """RFC 9111 §5.2.2.7: a shared cache must not store a ``private`` response."""
     origin = Origin(body=echo_identity, headers=[("cache-control", "private, max-age=60")])
     async with client_for(origin, make_cache()) as client:
         await client.get("/", headers={"authorization": "Bearer a"})
         mine = await client.get("/", headers={"authorization": "Bearer a"})
         await client.get("/")
         anon = await client.get("/")
+    assert mine.headers["x-cache"] == "MISS" and "detail=private" in mine.headers["cache-status"]
+    assert anon.headers["x-cache"] == "MISS" and "detail=private" in anon.headers["cache-status"]
+    assert origin.calls == 4
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"cache_private": True}, {"rules": [{"path": "/**", "cache_private": True}]}],
+    ids=["setting", "rule"],
+)
+async def test_private_responses_opted_in_are_stored_only_in_the_identity_scope(
+    options: dict[str, Any],
+) -> None:
+    origin = Origin(body=echo_identity, headers=[("cache-control", "private, max-age=60")])
+    async with client_for(origin, make_cache(**options)) as client:
+        await client.get("/", headers={"authorization": "Bearer a"})
+        mine = await client.get("/", headers={"authorization": "Bearer a"})
+        other = await client.get("/", headers={"authorization": "Bearer b"})
+        await client.get("/")
+        anon = await client.get("/")
     assert mine.headers["x-cache"] == "HIT"
+    assert other.headers["x-cache"] == "MISS" and other.content != mine.content
     assert anon.headers["x-cache"] == "MISS"
 
 
@@ -111,7 +133,7 @@ async def test_custom_identity_resolver_maps_to_principal() -> None:
         return token.split(".")[0] if token else None  # "user1.sig-a" and "user1.sig-b" share
 
     cache = make_cache(identity_resolver=None)
-    cache.identity_resolver = principal
+    cache.identifier.identity_resolver = principal
     origin = Origin(body=b"user1 data")
     async with client_for(origin, cache) as client:
         await client.get("/", headers={"authorization": "user1.sig-a"})
@@ -127,7 +149,7 @@ async def test_resolver_that_cannot_classify_fails_closed(answer: Any) -> None:
         return answer
 
     cache = make_cache()
-    cache.identity_resolver = resolver
+    cache.identifier.identity_resolver = resolver
     origin = Origin()
     async with client_for(origin, cache) as client:
         response = await client.get("/", headers={"authorization": "Bearer x"})
@@ -136,7 +158,9 @@ async def test_resolver_that_cannot_classify_fails_closed(answer: Any) -> None:
 
 async def test_resolver_from_dotted_path_setting() -> None:
     settings = CacheSettings(
-        secret_key="x" * 32, tenant_resolver="fastapi_tiered_cache.identity:tenant_from_subdomain"
+        secret_key="x" * 32,
+        tenant_resolver="fastapi_tiered_cache.identity:tenant_from_subdomain",
+        rules=[CATCH_ALL],
     )
     origin = Origin(body=lambda scope: dict(scope["headers"])[b"host"])
     middleware = TieredCacheMiddleware(origin, cache=TieredCache(settings))
@@ -171,10 +195,17 @@ def _request(host: str = "example.com", path: str = "/") -> Request:
         ("acme.example.com", "acme"),
         ("example.com", None),
         ("acme.example.com:8000", "acme"),
-        ("a..b", None),
+        ("acme.example.com.", "acme"),  # the fully qualified form is the same host
+        ("acme.example.com.:8000", "acme"),
+        ("ACME.Example.com", "acme"),
+        ("a..b", BYPASS),  # not a host name: the tenant cannot be told
+        (".example.com", BYPASS),
+        ("x" * 2000 + ".example.com", BYPASS),
+        ("[::1]:8000", None),
+        ("", None),
     ],
 )
-def test_tenant_from_subdomain(host: str, expected: str | None) -> None:
+def test_tenant_from_subdomain(host: str, expected: Any) -> None:
     assert tenant_from_subdomain(_request(host=host)) == expected
 
 

@@ -43,8 +43,12 @@ class Counting:
         await self.app(scope, receive, marked)
 
 
+COUNTING = f"{Counting.__module__}.{Counting.__qualname__}"
+
+
 def settings(**options: Any) -> CacheSettings:
-    return CacheSettings(secret_key=SECRET, **options)
+    """Counting only marks responses: vouched for, so routes under it are cached."""
+    return CacheSettings(secret_key=SECRET, trusted_middleware=[COUNTING], **options)
 
 
 def app_with_middleware(
@@ -177,20 +181,34 @@ def test_a_plain_starlette_app_is_served_from_the_cache() -> None:
 
 
 class Spy:
-    """Wraps an app's built stack and counts the requests that reach it."""
+    """Wraps an app's built stack and counts the requests that reach it: as a layer of its
+    own (``__call__``), or as its top layer's class method (``call_through``)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app, self.calls = app, 0
+        self.original = type(app).__call__
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             self.calls += 1
         await self.app(scope, receive, send)
 
+    def call_through(self) -> Any:
+        """A replacement ``__call__`` for the top layer's class."""
+
+        async def call(layer: Any, scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http" and layer is self.app:
+                self.calls += 1
+            await self.original(layer, scope, receive, send)
+
+        return call
+
 
 @pytest.mark.parametrize("root_path", ["", "/api"])
 @pytest.mark.filterwarnings("ignore:The `root_path` parameter is deprecated")
-def test_repeated_requests_are_answered_before_the_app_runs(root_path: str) -> None:
+def test_repeated_requests_are_answered_before_the_app_runs(
+    root_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     app = FastAPI(root_path=root_path)
     calls = [0]
 
@@ -205,7 +223,8 @@ def test_repeated_requests_are_answered_before_the_app_runs(root_path: str) -> N
         client.get("/items")  # miss
         client.get("/items")  # hit through the stack: remembered
         assert app.middleware_stack is not None
-        spy = app.middleware_stack = Spy(app.middleware_stack)
+        spy = Spy(app.middleware_stack)
+        monkeypatch.setattr(type(app.middleware_stack), "__call__", spy.call_through())
         for _ in range(3):
             hit = client.get("/items", headers={"x-request-id": "anything"})
             assert (hit.json(), hit.headers["x-cache"]) == ({"calls": 1}, "HIT")
@@ -218,6 +237,24 @@ def test_repeated_requests_are_answered_before_the_app_runs(root_path: str) -> N
 
         asyncio.run(cache.invalidate_path("/items"))
         assert client.get("/items").headers["x-cache"] == "MISS"
+
+
+def test_a_stack_wrapped_after_it_was_built_sees_every_hit() -> None:
+    app = FastAPI()
+
+    @app.get("/items")
+    async def items() -> dict[str, int]:
+        return {"n": 1}
+
+    install(app, settings())
+    with TestClient(app) as client:
+        client.get("/items")
+        client.get("/items")  # remembered by the memo
+        assert app.middleware_stack is not None
+        spy = app.middleware_stack = Spy(app.middleware_stack)  # as an instrumentation would
+        hits = [client.get("/items").headers["x-cache"] for _ in range(3)]
+    assert hits == ["HIT", "HIT", "HIT"]
+    assert spy.calls == 3  # the front memo stepped aside: the wrapper saw each hit
 
 
 def test_the_front_class_is_made_once_per_app_class() -> None:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from fastapi_tiered_cache import CacheSettings, TieredCache, TieredCacheMiddleware
 
-from .helpers import SECRET, FakeClock
+from .helpers import CATCH_ALL, SECRET, FakeClock
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -94,6 +94,7 @@ async def ask(app: Any, path: str, headers: Headers) -> Exchange:
 
 def make(origin: Any, **options: Any) -> tuple[TieredCacheMiddleware, TieredCache]:
     clock = FakeClock()
+    options.setdefault("rules", [CATCH_ALL])  # a raw origin: opted in, as a user would
     cache = TieredCache(CacheSettings(secret_key=SECRET, **options), clock=clock, l1_timer=clock)
     return TieredCacheMiddleware(origin, cache=cache), cache
 
@@ -246,7 +247,7 @@ async def make_l2(origin: Any, **options: Any) -> tuple[TieredCacheMiddleware, T
 
     clock = FakeClock()
     cache = TieredCache(
-        CacheSettings(secret_key=SECRET, **options),
+        CacheSettings(secret_key=SECRET, rules=[CATCH_ALL], **options),
         redis=fakeredis.FakeAsyncRedis(),
         clock=clock,
         l1_timer=clock,
@@ -267,13 +268,13 @@ class FullPaths:
         from fastapi_tiered_cache import middleware
 
         self.count = 0
-        original = middleware._Responder.__call__
+        original = middleware.Responder.__call__
 
         async def counted(responder: Any, scope: Any, receive: Any, send: Any) -> None:
             self.count += 1
             await original(responder, scope, receive, send)
 
-        monkeypatch.setattr(middleware._Responder, "__call__", counted)
+        monkeypatch.setattr(middleware.Responder, "__call__", counted)
 
 
 async def test_without_l1_repeats_are_answered_from_l2_by_the_memo(monkeypatch: Any) -> None:

@@ -31,9 +31,9 @@ from .support.redis_server import HOST, free_port
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 4
 TTL = 1  # seconds: TIERED_CACHE_DEFAULT_TTL and TIERED_CACHE_L1_MAX_TTL
-# Without the invalidation bus a worker may serve its copy until the entry's TTL runs out;
-# one more second absorbs scheduling. Tighten this when the bus guarantees more.
-STALENESS_BOUND = TTL + 1.0  # seconds
+# A write purges before it answers, a fill that raced it is refused (purge markers), and no
+# worker serves L1 past the coherence bound (TIERED_CACHE_COHERENCE_BOUND, set to this).
+STALENESS_BOUND = 0.1  # seconds
 REQUESTS = 480
 CONCURRENCY = 16
 WRITE_SHARE = 0.1
@@ -219,6 +219,7 @@ def cache_env(redis_url: str, **extra: str) -> dict[str, str]:
         "TIERED_CACHE_DEFAULT_TTL": str(TTL),
         "TIERED_CACHE_L1_MAX_TTL": str(TTL),
         "TIERED_CACHE_REDIS_TIMEOUT": "0.25",
+        "TIERED_CACHE_COHERENCE_BOUND": str(STALENESS_BOUND),
         **extra,
     }
 

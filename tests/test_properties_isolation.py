@@ -7,8 +7,8 @@ The origin is a FastAPI app whose answers depend on who asks but which declares 
   echoes the ``Authorization`` and ``X-API-Key`` headers, the ``session`` cookie and
   ``X-Tenant-ID``, all of which the cache treats as identity or tenant;
 - ``/declared/{item}``: reads the same through FastAPI ``Header()``/``Cookie()``/``Query()``
-  parameters, plus ``X-User`` (a header set by an auth proxy, which the cache knows nothing
-  about except that the route declares it);
+  parameters, plus ``X-User`` (a header set by an auth proxy: the cache treats it as a
+  credential on every route, by its name, whether or not a route declares it);
 - ``/whoami``: takes the raw ``Request`` with no policy: it must never be cached.
 
 Hypothesis drives sequences of requests from a small pool of callers (anonymous, bearer
@@ -208,9 +208,9 @@ class Ask:
         raw_path, _, query = self.url.partition("?")
         pairs = sorted(query.split("&") if query else [], key=lambda p: p.partition("=")[0])
         caller = CALLERS[self.caller]
+        # X-User is a credential by its name ("user"), read or not: it always splits.
         reads = [caller.get("authorization"), caller.get("x-api-key"), self.session()]
-        if self.declared:
-            reads.append(caller.get("x-user"))
+        reads.append(caller.get("x-user"))
         return (tuple(reads), self.tenant, raw_path, tuple(pairs))
 
 

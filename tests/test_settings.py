@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from datetime import timedelta
+
 import pytest
 
 from fastapi_tiered_cache import CacheSettings, ConfigurationError, TieredCacheMiddleware
@@ -115,3 +118,42 @@ def test_invalid_settings_fail_at_application_start_up(monkeypatch: pytest.Monke
 def test_settings_object_needs_no_environment() -> None:
     settings = CacheSettings(default_ttl=5, rules=[{"path": "/x", "ttl": 1}])
     assert settings.rules[0].ttl == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("30", 30),
+        ("5m", 300),
+        ("1h", 3600),
+        ("1h30m", 5400),
+        ("2d", 172800),
+        ("1w", 604800),
+        ("120s", 120),
+        (" 5M ", 300),
+    ],
+)
+def test_ttls_accept_durations_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, value: str, seconds: int
+) -> None:
+    monkeypatch.setenv("TIERED_CACHE_DEFAULT_TTL", value)
+    monkeypatch.setenv("TIERED_CACHE_RULES", json.dumps([{"path": "/p/**", "ttl": value}]))
+    settings = load_settings()
+    assert settings.default_ttl == seconds
+    assert settings.rules[0].ttl == seconds
+
+
+def test_fractional_durations_go_to_float_settings_only() -> None:
+    assert load_settings(redis_timeout="50ms").redis_timeout == pytest.approx(0.05)
+    assert load_settings(l1_max_ttl="1.5s").l1_max_ttl == pytest.approx(1.5)
+    assert load_settings(lease_ttl=timedelta(seconds=2)).lease_ttl == 2.0
+    with pytest.raises(ConfigurationError, match=r"TIERED_CACHE_DEFAULT_TTL: .*fractional"):
+        load_settings(default_ttl="1.5s")
+
+
+@pytest.mark.parametrize("value", ["5x", "m5", "1h-5m", "five minutes", "1e3s", "9" * 80 + "s"])
+def test_a_malformed_duration_names_the_variable_and_the_accepted_forms(value: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(default_ttl=value)
+    message = str(caught.value)
+    assert message.startswith("invalid cache settings: TIERED_CACHE_DEFAULT_TTL")

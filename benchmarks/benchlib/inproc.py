@@ -1,4 +1,5 @@
-"""In-process sections: the main matrix, Redis latency sweep, L1 size, L1 memory, tag purge."""
+"""In-process sections: the main matrix, Redis latency sweep, L1 size, tag purge (L1 memory:
+``memory.py``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import inspect
 import random
 import statistics
 import time
-import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -503,59 +503,6 @@ async def _key_of(cache: Any, state: dict[str, Any], names: Any, i: int) -> str:
 
 
 # --------------------------------------------------------------------------- L1 memory
-
-
-async def l1_memory(cfg: dict[str, Any], log: Log) -> dict[str, Any]:
-    """Memory per L1 entry for ~1 KB bodies: tracemalloc vs. the L1 byte accounting."""
-    count = cfg["mem_entries"]
-    harness = Harness(log, {})
-    try:
-        spec = Spec(
-            "ours-l1",
-            KB1,
-            namespace="mem",
-            settings={"l1_max_entries": count * 4, "l1_max_bytes": 4 << 30},
-        )
-        v = await harness.variant(spec, "mem", {}, query=_unique_query(), expect="miss")
-        assert v is not None
-        assert v.app is not None
-        assert v.scope_factory is not None
-        built: Built = v.built  # type: ignore[attr-defined]
-        l1 = built.cache.store.l1
-        for i in range(200):  # warm imports, caches and counters
-            ex = Exchange()
-            await v.app(v.scope_factory(i), ex.receive, ex.send)
-        scopes = [v.scope_factory(1000 + i) for i in range(count)]
-        gc.collect()
-        entries0, bytes0 = len(l1), l1.current_bytes
-        tracemalloc.start()
-        traced0 = tracemalloc.get_traced_memory()[0]
-        for scope in scopes:
-            ex = Exchange()
-            await v.app(scope, ex.receive, ex.send)
-        del scopes, scope, ex
-        gc.collect()
-        traced = tracemalloc.get_traced_memory()[0] - traced0
-        tracemalloc.stop()
-        added = len(l1) - entries0
-        accounted = l1.current_bytes - bytes0
-        body = len(payload(KB1)[1])
-        result = {
-            "entries": added,
-            "body_bytes": body,
-            "traced_per_entry": traced / added if added else None,
-            "accounted_per_entry": accounted / added if added else None,
-        }
-        if added:
-            result["ratio"] = result["traced_per_entry"] / result["accounted_per_entry"]
-        log(
-            f"  {added} entries: traced {traced / max(added, 1):.0f} B/entry, "
-            f"accounted {accounted / max(added, 1):.0f} B/entry"
-        )
-        return result
-    finally:
-        await harness.aclose()
-        gc.collect()
 
 
 # --------------------------------------------------------------------------- tag purge

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import memreport
+
 
 def _by_name(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {row["name"]: row for row in rows}
@@ -397,22 +399,7 @@ def _l1size_section(section: dict[str, Any] | None) -> list[str]:
 
 
 def _memory_section(section: dict[str, Any] | None) -> list[str]:
-    if not section:
-        return []
-    return [
-        "",
-        "## L1 memory per entry (1 KB bodies)",
-        "",
-        f"{section['entries']:,} misses with unique URLs stored in L1 (L1 only), measured "
-        f"with tracemalloc (live bytes after gc) against the L1 byte accounting "
-        f"(`MemoryStore.current_bytes / len`). Body: {section['body_bytes']} B.",
-        "",
-        "| tracemalloc B/entry | accounted B/entry | real / accounted |",
-        "|---|---|---|",
-        f"| {_fmt(section.get('traced_per_entry'), 0)} | "
-        f"{_fmt(section.get('accounted_per_entry'), 0)} | {_fmt(section.get('ratio'), 2)}× |",
-        "",
-    ]
+    return memreport.l1_lines(section)
 
 
 def _tags_section(section: dict[str, Any] | None) -> list[str]:

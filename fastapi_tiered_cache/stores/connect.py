@@ -28,7 +28,7 @@ import inspect
 import math
 import time
 from collections.abc import Callable
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias, cast
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
@@ -42,7 +42,7 @@ from redis.asyncio.connection import (
 )
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
-from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.backoff import FullJitterBackoff, NoBackoff
 from redis.exceptions import ClusterError, RedisClusterException
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -160,7 +160,7 @@ def build_client(
         "health_check_interval": HEALTH_CHECK_INTERVAL,
         "max_connections": max_connections,
     }
-    retry = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), RETRIES)
+    retry = Retry(FullJitterBackoff(cap=0.1, base=0.01), RETRIES)  # in every redis-py 5+
     if mode == "standalone":
         _options(url, "the URL", mode)
         try:
@@ -177,6 +177,12 @@ def build_client(
             )
         return _sentinel(nodes, options, common, retry, sentinel_service, socket_timeout)
     raise ConfigurationError(f"TIERED_CACHE_REDIS_MODE: unknown mode {mode!r}")
+
+
+def _untyped(function: Any) -> Callable[..., Any]:
+    """``function`` as an untyped callable: redis-py types some of these only in some
+    releases, so neither a call nor a ``type: ignore`` is right for every version."""
+    return cast(Callable[..., Any], function)
 
 
 def _cluster(
@@ -219,7 +225,7 @@ def _sentinel(
     socket = {**{k: v for k, v in common.items() if k.startswith("socket_")}}
     socket["socket_timeout"] = socket_timeout
     sentinel_kwargs = {**socket, **sentinel_auth, "retry": Retry(NoBackoff(), 0), "ssl": ssl}
-    sentinel = Sentinel(nodes, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    sentinel = _untyped(Sentinel)(nodes, sentinel_kwargs=sentinel_kwargs)
     client: Redis = sentinel.master_for(
         service,
         connection_pool_class=_MasterFollowingPool,
@@ -252,7 +258,9 @@ class _Cluster(RedisCluster):
     def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
         if shard_hint:
             return super().pipeline(transaction, shard_hint)  # refused, as redis-py does
-        return _ClusterPipeline(self, transaction)  # type: ignore[abstract]  # per redis-py typing
+        # Abstract only in some releases' stubs: built untyped, like the Sentinel pieces.
+        pipeline: ClusterPipeline = _untyped(_ClusterPipeline)(self, transaction)
+        return pipeline
 
 
 class _ClusterPipeline(ClusterPipeline):
@@ -277,7 +285,7 @@ class _MasterFollowingPool(SentinelConnectionPool):
     """
 
     def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:
-        super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
+        _untyped(super().__init__)(service_name, sentinel_manager, **kwargs)
         self._checked_at = -math.inf
 
     async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
@@ -287,8 +295,8 @@ class _MasterFollowingPool(SentinelConnectionPool):
             # Drops idle connections when the master moved. Sentinels unreachable: keep the
             # master we know; connecting will tell.
             with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
-                await self.get_master_address()  # type: ignore[no-untyped-call]
-        connection = await super().get_connection()  # type: ignore[no-untyped-call]
+                await _untyped(self.get_master_address)()
+        connection = await _untyped(super().get_connection)()
         try:
             if self.master_address is not None and self.master_address != (
                 connection.host,

@@ -8,19 +8,22 @@ The budget is counted in time the event loop was *able to listen*, not in wall t
 a burst, hundreds of requests share one loop; Redis may answer in 200 µs and the reply sit
 in the socket while the loop runs other callbacks for 100 ms. A plain ``wait_for`` then
 times out, the request goes to the origin (more CPU, a slower loop) and the breaker opens
-on a healthy Redis. So, while operations are in flight, a heartbeat timer (every tenth of
-the budget, 2 to 10 ms) measures how late the loop runs it. A period in which it ran more
-than one period late was stalled: the loop could not have handled an answer then, so that
-time is not charged to the budget. An operation gives up when::
+on a healthy Redis. So, while operations are in flight, a heartbeat (every tenth of the
+budget, 2 to 10 ms; one per event loop, see ``budget.py``) measures how late the loop runs
+it. A period in which it ran more than one period late was stalled: the loop could not have
+handled an answer then, so that time is not charged to the budget. The same heartbeat
+sweeps the operations in flight; one gives up when::
 
     wall time - stalled time >= timeout        -> StoreTimeout (the breaker counts it)
     wall time >= timeout * max_stretch         -> Overloaded (the breaker ignores it)
 
 With an idle loop the heartbeat is on time and the budget is plain wall time; a hung Redis
-on an idle loop times out after ``timeout``. A redis-py socket timeout that fires before
-the budget is used up is ``Overloaded`` too, as is a full connection pool: neither says
-anything about Redis. Each command runs in its own task, so a command slow to honour its
-cancellation (redis-py can turn one into a retry) is abandoned after one more budget.
+on an idle loop times out after ``timeout`` (and at most one heartbeat period more). A
+redis-py socket timeout that fires before the budget is used up is ``Overloaded`` too, as
+is a full connection pool: neither says anything about Redis. A command runs in its
+caller's task, with no timer or task of its own; when its budget runs out (or its caller is
+cancelled) it is handed to a task of its own to see the cancellation, so a command slow to
+honour it (redis-py can turn one into a retry) is abandoned after one more budget.
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ from ..codec import decode, encode
 from ..entry import Record
 from ..exceptions import DecodeError, Overloaded, StoreTimeout, StoreUnavailable
 from ..metrics import Event
+from .budget import Driven, Flight, Handover, LoopBudget, drive, still_cancelled, uncancel
 from .connect import build_client as connect  # standalone, cluster or sentinel
+from .scripts import evalsha
 
 __all__ = ["RedisStore", "connect"]
 
@@ -49,72 +54,23 @@ logger = logging.getLogger("fastapi_tiered_cache")
 T = TypeVar("T")
 Report = Callable[[Event, str], None]
 
-# A lookup that, when the entry is absent, also tries to take the fleet lease on it: a
-# miss costs one round trip before the origin, not three (GET, SET NX, GET again). A retry
-# after a lost reply finds our own token: the lease is ours.
-_GET_OR_LEASE = """
+# A lookup that says the server's time (a fill's start, see markers.py) and, when the entry
+# is absent and KEYS[2] is given, tries to take the fleet lease on it: a miss costs one
+# round trip before the origin, lease and time included. A retry after a lost reply finds
+# our own token: the lease is ours. Returns {found, value or lease won, time in us}.
+_LOOKUP = """
+local t = redis.call('TIME')
+local now = t[1] * 1000000 + t[2]
 local value = redis.call('GET', KEYS[1])
-if value then return {1, value} end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, 1} end
-if redis.call('GET', KEYS[2]) == ARGV[1] then return {0, 1} end
-return {0, 0}
+if value then return {1, value, now} end
+if #KEYS < 2 then return {0, 0, now} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, 1, now} end
+if redis.call('GET', KEYS[2]) == ARGV[1] then return {0, 1, now} end
+return {0, 0, now}
 """
-Command = tuple[str, tuple[Any, ...]]  # a client method name and its arguments
 
 _MIN_BEAT = 0.002  # seconds; above the 1 ms rounding of epoll timeouts
 _MAX_BEAT = 0.010  # seconds
-
-
-class _LoopLag:
-    """How long one event loop was too busy to run a timer, while anyone is interested.
-
-    The heartbeat runs only while ``acquire()`` outnumbers ``release()``, so an idle
-    process has no timer ticking and a closed loop has nothing pending.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, period: float, slots: int | None) -> None:
-        self.loop = loop
-        self.period = period
-        self.slots = asyncio.Semaphore(slots) if slots else None
-        self._stalled = 0.0  # seconds, over completed heartbeat periods
-        self._last = 0.0  # when the heartbeat last ran
-        self._handle: asyncio.TimerHandle | None = None
-        self._users = 0
-
-    def acquire(self) -> None:
-        self._users += 1
-        if self._handle is None:
-            self._last = self.loop.time()
-            self._handle = self.loop.call_at(self._last + self.period, self._beat)
-
-    def release(self) -> None:
-        # The heartbeat stops itself at its next beat if nobody is left: cheaper than a
-        # new timer for every operation of a mostly idle process.
-        self._users -= 1
-
-    def _beat(self) -> None:
-        now = self.loop.time()
-        if now - self._last > 2 * self.period:  # ran more than one period late
-            self._stalled += now - self._last
-        self._last = now
-        if self._users <= 0 or self.loop.is_closed():
-            self._handle = None
-            return
-        self._handle = self.loop.call_at(now + self.period, self._beat)
-
-    def stalled(self) -> float:
-        """Seconds the loop was stalled so far, counting the current period if overdue."""
-        overdue = self.loop.time() - self._last
-        return self._stalled + (overdue if overdue > 2 * self.period else 0.0)
-
-
-class _Attempt:
-    """What one operation got to: ``sent`` once it holds a slot and talks to Redis."""
-
-    __slots__ = ("sent",)
-
-    def __init__(self) -> None:
-        self.sent = False
 
 
 class RedisStore:
@@ -151,18 +107,16 @@ class RedisStore:
         self.max_in_flight = max_in_flight
         self.report = report
         self.decode_errors = 0
-        self._lag: _LoopLag | None = None
-        self._get_or_lease: Any = None
-        # Both keys of the script must live on one node: not so on a cluster.
-        self.leases_with_lookups = not isinstance(client, RedisCluster) and hasattr(
-            client, "register_script"
-        )
+        self._lag: LoopBudget | None = None
+        # The lookup script's keys (entry, lease) must live on one node: not so on a
+        # cluster, where the lookup is a plain GET (a fill there needs no server time).
+        self.timed_lookups = isinstance(client, Redis)
 
-    def _lag_for(self, loop: asyncio.AbstractEventLoop) -> _LoopLag:
+    def _lag_for(self, loop: asyncio.AbstractEventLoop) -> LoopBudget:
         lag = self._lag
         if lag is None or lag.loop is not loop:
             period = min(max(self.timeout / 10, _MIN_BEAT), _MAX_BEAT)
-            lag = self._lag = _LoopLag(loop, period, self.max_in_flight)
+            lag = self._lag = LoopBudget(loop, period, self.max_in_flight)
         return lag
 
     async def run(
@@ -178,40 +132,18 @@ class RedisStore:
         timeout = self.timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         lag = self._lag_for(loop)
-        attempt = _Attempt()
-        lag.acquire()
-        task = loop.create_task(self._call(operation, lag, attempt))
-        started, stalled = loop.time(), lag.stalled()
-        woken = loop.create_future()
-
-        def wake(_: object = None) -> None:  # the command ended, or a deadline to check
-            if not woken.done():
-                woken.set_result(None)
-
-        def spent() -> float:  # budget used: time the loop could have handled an answer
-            return loop.time() - started - (lag.stalled() - stalled)
-
-        # A future, a done callback and a timer: what asyncio.wait does, without its sets,
-        # copies and second future on every operation.
-        task.add_done_callback(wake)
+        task = asyncio.current_task(loop)
+        if task is None:  # a bare coroutine driven by hand: nothing to cancel, so a task
+            return await loop.create_task(self._run(operation, what, timeout))
+        flight = lag.begin(task, timeout, timeout * self.max_stretch)
         try:
-            while not task.done():
-                left = timeout - spent()
-                if left <= 0 or loop.time() - started >= timeout * self.max_stretch:
-                    raise self._gave_up(what, attempt, left, timeout)
-                limit = started + timeout * self.max_stretch - loop.time()
-                deadline = loop.call_later(min(left, limit), wake)
-                try:
-                    await woken
-                finally:
-                    deadline.cancel()
-                if not task.done():
-                    woken = loop.create_future()
-            return task.result()
+            return await Driven(self._call(operation, lag, flight), flight)
+        except Handover as handover:
+            raise await self._abandon(handover, flight, what) from None
         except MaxConnectionsError as exc:
             raise Overloaded(f"redis {what}: connection pool exhausted") from exc
         except (RedisTimeoutError, TimeoutError) as exc:
-            if spent() < timeout:
+            if lag.spent(flight) < timeout:
                 raise Overloaded(f"redis {what}: timed out while the event loop was busy") from exc
             raise StoreTimeout(f"redis {what}: {type(exc).__name__}: {exc}") from exc
         except (RedisError, OSError) as exc:
@@ -219,30 +151,57 @@ class RedisStore:
                 # BlockingConnectionPool: no connection came free in time.
                 raise Overloaded(f"redis {what}: no pooled connection came free") from exc
             raise StoreUnavailable(f"redis {what}: {type(exc).__name__}: {exc}") from exc
+        except StoreUnavailable:
+            raise
+        except Exception as exc:  # a client bug, a foreign event loop: a miss, not a 500
+            logger.warning(
+                "redis %s failed unexpectedly: %s: %s",
+                what,
+                type(exc).__name__,
+                exc,
+                extra={"event": "l2_unexpected"},
+            )
+            raise StoreUnavailable(f"redis {what}: {type(exc).__name__}: {exc}") from exc
         finally:
-            lag.release()
-            if not task.done():
-                task.cancel()
-                try:
-                    # As wait_for does: let the command see its cancellation (redis-py then
-                    # drops the connection it was using), but never wait long for it.
-                    await asyncio.wait((task,), timeout=self.timeout)
-                finally:
-                    task.add_done_callback(_consume)
+            lag.end(flight)
+
+    async def _abandon(self, handover: Handover, flight: Flight, what: str) -> BaseException:
+        """The heartbeat cancelled the operation: let the command see the cancellation in
+        a task of its own, wait for it at most one more budget, and return what the caller
+        must raise (its own cancellation, if it was cancelled meanwhile)."""
+        lag = self._lag
+        left = flight.timeout - (lag.spent(flight) if lag is not None else flight.timeout)
+        loop = asyncio.get_running_loop()
+        job = loop.create_task(drive(handover))
+        job.add_done_callback(_consume)
+        caught: BaseException | None = None
+        until = loop.time() + self.timeout
+        # As wait_for does: let the command see its cancellation (redis-py then drops the
+        # connection it was using), but never wait long for it. A cancellation meanwhile
+        # may be the client's own socket timeout, armed on this task and firing with ours:
+        # it is withdrawn as the command ends, so whose it was is known only then.
+        while not job.done() and loop.time() < until:
+            try:
+                await asyncio.wait((job,), timeout=until - loop.time())
+            except asyncio.CancelledError as exc:
+                caught = exc
+        uncancel(flight)
+        if still_cancelled(flight, caught):
+            return caught or handover.error  # the caller was cancelled too: that goes on
+        return self._gave_up(what, flight, left)
 
     @staticmethod
-    async def _call(operation: Callable[[], Awaitable[T]], lag: _LoopLag, attempt: _Attempt) -> T:
+    async def _call(operation: Callable[[], Awaitable[T]], lag: LoopBudget, flight: Flight) -> T:
         if lag.slots is None:
-            attempt.sent = True
+            flight.sent = True
             return await operation()
         async with lag.slots:
-            attempt.sent = True
+            flight.sent = True
             return await operation()
 
-    def _gave_up(
-        self, what: str, attempt: _Attempt, left: float, timeout: float
-    ) -> StoreUnavailable:
-        if not attempt.sent:
+    def _gave_up(self, what: str, flight: Flight, left: float) -> StoreUnavailable:
+        timeout = flight.timeout
+        if not flight.sent:
             return Overloaded(f"redis {what}: no free slot within {timeout}s")
         if left > 0:
             return Overloaded(
@@ -254,21 +213,23 @@ class RedisStore:
         data = await self._run(lambda: self.client.get(key), "GET")
         return None if data is None else await self._decoded(key, data)
 
-    async def get_or_lease(
-        self, key: str, lease_key: str, token: str, lease_ms: int
-    ) -> tuple[Record | None, bool]:
-        """``get(key)``; when the entry is absent, also ``SET lease_key token NX PX
-        lease_ms`` in the same round trip. Returns the record (or None) and whether the
-        lease is ours. Only where ``leases_with_lookups`` (not on a cluster)."""
-        if self._get_or_lease is None:
-            self._get_or_lease = self.client.register_script(_GET_OR_LEASE)
-        keys, args = [key, lease_key], [token, lease_ms]
-        found, payload = await self._run(
-            lambda: self._get_or_lease(keys=keys, args=args), "GET+lease"
+    async def lookup(
+        self, key: str, lease: tuple[str, str, int] | None = None
+    ) -> tuple[Record | None, bool | None, int | None]:
+        """``get(key)`` with the server's time (microseconds) and, when the entry is absent
+        and ``lease = (lease key, token, ms)``, the answer of ``SET lease NX PX ms`` in the
+        same round trip: ``(record, lease won or None if not asked, time or None)``. Where
+        no script can do it (a cluster), a plain ``GET``: ``(record, None, None)``."""
+        if not self.timed_lookups:
+            return await self.get(key), None, None
+        keys = (key,) if lease is None else (key, lease[0])
+        args = () if lease is None else (lease[1], lease[2])
+        found, payload, now = await self._run(
+            lambda: evalsha(self.client, _LOOKUP, keys, args), "GET+time"
         )
         if found:
-            return await self._decoded(key, payload), False
-        return None, bool(payload)
+            return await self._decoded(key, payload), None, int(now)
+        return None, None if lease is None else bool(payload), int(now)
 
     async def _decoded(self, key: str, data: bytes) -> Record | None:
         try:
@@ -287,29 +248,6 @@ class RedisStore:
             return
         value = encode(key, record)
         await self._run(lambda: self.client.set(key, value, px=milliseconds), "SET")
-
-    async def set_many(
-        self, entries: Iterable[tuple[str, Record, float]], then: Iterable[Command] = ()
-    ) -> None:
-        """Store ``(key, record, ttl)`` entries, then run ``then`` (single-key commands such
-        as index updates), in one pipeline: one round trip (per node on a cluster)."""
-        commands: list[Command] = []
-        for key, record, ttl in entries:
-            milliseconds = int(ttl * 1000)
-            if milliseconds > 0:
-                value = encode(key, record)
-                commands.append(("execute_command", ("SET", key, value, "PX", milliseconds)))
-        commands.extend(then)
-        if commands:
-            await self._run(lambda: self.pipeline(commands), "SET pipeline", 2)
-
-    async def pipeline(self, commands: list[Command]) -> list[Any]:
-        """Run commands in one non-transactional pipeline (no budget of its own: pass it to
-        ``run``). Commands are ``(name, args)``, ``name`` a method of the client."""
-        pipe = self.client.pipeline(transaction=False)
-        for name, args in commands:
-            getattr(pipe, name)(*args)
-        return list(await pipe.execute())
 
     async def delete(self, key: str) -> None:
         await self._run(lambda: self.client.delete(key), "DEL")
@@ -331,9 +269,11 @@ class RedisStore:
             await asyncio.gather(*(self.client.delete(key) for key in batch))
 
     async def close(self) -> None:
-        if self.owns_client:
-            # Closing a broken connection must not fail the application's shutdown.
-            with contextlib.suppress(RedisError, OSError):
+        if self.owns_client and asyncio._get_running_loop() is not None:
+            # Closing a broken connection must not fail the application's shutdown. (With a
+            # ``PerLoopClient`` this closes the running loop's client; the others are
+            # closed by their own loops.)
+            with contextlib.suppress(RedisError, OSError, RuntimeError):
                 await self.client.aclose()
 
 

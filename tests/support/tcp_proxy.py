@@ -166,6 +166,7 @@ class TcpProxy:
         server, self._server = self._server, None
         server.close()
         while self._tasks:
+            self._tasks = {task for task in self._tasks if not task.done()}
             self.cut()
             tasks = list(self._tasks)
             for task in tasks:
@@ -203,8 +204,12 @@ class TcpProxy:
             self._connections.discard(connection)
             if self._closing:
                 connection.abort()
-            await connection.close()
-            self._tasks.discard(task)
+            try:
+                with contextlib.suppress(OSError):  # a reset while closing: closed anyway
+                    await connection.close()
+            finally:
+                # Always: a task left here done would make aclose() spin forever.
+                self._tasks.discard(task)
 
     async def _serve(self, connection: _Connection, client_reader: asyncio.StreamReader) -> None:
         mode = self._mode

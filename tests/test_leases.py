@@ -13,14 +13,9 @@ import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastapi_tiered_cache.coalesce import (
-    FleetLease,
-    HitForMiss,
-    LeaderFailed,
-    Lease,
-    SingleFlight,
-    should_refresh_early,
-)
+from fastapi_tiered_cache.flights import HitForMiss, LeaderFailed, SingleFlight
+from fastapi_tiered_cache.leases import FleetLease, Lease
+from fastapi_tiered_cache.policy import should_refresh_early
 
 from .helpers import FakeClock
 from .support.redis_server import RedisServer
@@ -331,18 +326,47 @@ async def test_a_crashed_owner_blocks_others_for_at_most_lease_ttl(fleets: MakeF
 
 
 async def test_renewal_keeps_a_held_lease_alive(fleets: MakeFleet, redis_url: str) -> None:
-    holder, other = fleets(lease_ttl=0.3), fleets(lease_ttl=0.3)
+    # Renewed every third of its life: a lifetime of 1 s leaves a loaded machine 0.6 s of
+    # slack per renewal (0.3 s left only 0.2 s, and a busy CI lost the lease).
+    holder, other = fleets(lease_ttl=1.0), fleets(lease_ttl=1.0)
     lease = await holder.acquire("k")
     assert lease is not None
-    deadline = time.monotonic() + 0.9  # three lease lifetimes
+    deadline = time.monotonic() + 1.6  # past its first life: only renewals kept it
     while time.monotonic() < deadline:
         assert await other.acquire("k") is None
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
     await holder.release(lease)
     taken = await other.acquire("k")
     assert taken is not None
     assert taken.fleet
     await other.release(taken)
+
+
+async def test_every_held_lease_is_renewed_by_one_sweeper_in_one_round_trip(
+    fleets: MakeFleet, redis_url: str
+) -> None:
+    """Holding a lease arms no timer of its own: one sweeper per loop renews every lease
+    due, in one pipeline."""
+    holder, other = fleets(lease_ttl=1.0), fleets(lease_ttl=1.0)
+    renewals: list[str] = []
+    run = holder.run
+
+    async def counted(operation: Any, what: str, budgets: float = 1.0) -> Any:
+        if what == "lease renew":
+            renewals.append(what)
+        return await run(operation, what, budgets)
+
+    holder.run = counted
+    leases = [await holder.acquire(f"k{i}") for i in range(30)]
+    assert all(lease is not None for lease in leases)
+    assert holder._sweeper is not None  # one timer for all thirty
+    await asyncio.sleep(1.6)  # past their first life: only renewals kept them
+    assert all([await other.acquire(f"k{i}") is None for i in range(30)])
+    assert 1 <= len(renewals) <= 8  # one round trip per sweep, not one per lease
+    for lease in leases:
+        assert lease is not None
+        await holder.release(lease)
+    assert not holder._held
 
 
 async def test_only_the_owner_can_release(fleets: MakeFleet, redis_url: str) -> None:

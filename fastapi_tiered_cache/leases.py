@@ -1,24 +1,17 @@
-"""Stampede protection: one origin call per key, in the process and across the fleet.
+"""Stampede protection across the fleet: one process computes a key, the others wait.
 
-When a popular entry expires, every request for it misses at once. Varnish answers this
-with *request coalescing*: the first miss fetches, later ones wait on a "waiting list"
-and are served the object it stored; a response that turns out uncacheable leaves a
-*hit-for-miss* marker so the next requests skip the wait. This module is that mechanism,
-in three independent pieces that the middleware composes:
+``FleetLease``: a short Redis lease (``SET NX PX`` with a random token, renewed while held,
+compare-and-delete on release) elects one computing process *per fleet*; the others wait
+for a pub/sub wake-up, then read the entry from Redis. A crashed holder blocks others for
+at most ``lease_ttl``. If Redis is unreachable, ``acquire`` returns a local lease: the
+process computes with in-process coalescing only (``flights``).
 
-- ``SingleFlight``: concurrent misses *in this process* share one call (Go's
-  ``singleflight``). Waiters never inherit the leader's error: if it fails or is cancelled
-  they get ``LeaderFailed`` and go to the origin themselves.
-- ``FleetLease``: a short Redis lease (``SET NX PX`` with a random token, renewed while held,
-  compare-and-delete on release) elects one computing process *per fleet*; the others wait
-  for a pub/sub wake-up, then read the entry from Redis. A crashed holder blocks others for
-  at most ``lease_ttl``. If Redis is unreachable, ``acquire`` returns a local lease: the
-  process computes with in-process coalescing only.
-- ``HitForMiss``: keys recently found uncacheable, so their requests do not queue up.
-
-``should_refresh_early`` is the XFetch test for refreshing an entry before it expires.
-Nothing here raises ``RedisError``, and every Redis command runs through a ``Runner``: the
-cache's store, whose budget abandons a command slow to cancel and whose breaker counts it.
+The lease is usually taken by the lookup that found nothing, in the same round trip
+(``RedisStore.lookup``), and released with the store (``release_command``, run as one
+script with the fill by ``stores.scripts.run_scripts``), so a miss costs no round trip of
+its own for it. Nothing here raises ``RedisError``, and every
+Redis command runs through a ``Runner``: the cache's store, whose budget abandons a command
+slow to cancel and whose breaker counts it.
 """
 
 from __future__ import annotations
@@ -27,33 +20,23 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import math
-import random
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, TypeVar
 
-from cachetools import TTLCache
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
-from .exceptions import CacheError, StoreUnavailable
+from .bus import finish
+from .exceptions import StoreUnavailable
+from .stores import scripts
 from .stores.base import Runner, TimeoutRunner, within
 
-__all__ = [
-    "FleetLease",
-    "HitForMiss",
-    "LeaderFailed",
-    "Lease",
-    "SingleFlight",
-    "should_refresh_early",
-]
+__all__ = ["FleetLease", "Lease"]
 
 logger = logging.getLogger("fastapi_tiered_cache")
 T = TypeVar("T")
-FailureReason = Literal["error", "cancelled", "timeout"]
 
 # Compare-and-set by token, so a holder whose lease expired can never touch a newer one.
 _RENEW = """
@@ -82,86 +65,6 @@ _WAIT = """
 redis.call('set', KEYS[2], '1', 'PX', ARGV[1])
 return redis.call('exists', KEYS[1])
 """
-
-
-class LeaderFailed(CacheError):
-    """The call this request waited on produced nothing to share; go to the origin.
-
-    ``reason`` (also a metrics label): ``error`` (the leader's call raised), ``cancelled``
-    (its client went away; calling ``run`` again re-elects a leader) or ``timeout``.
-    """
-
-    def __init__(self, reason: FailureReason) -> None:
-        super().__init__(f"the coalesced call did not complete: {reason}")
-        self.reason: FailureReason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class _Failure:
-    reason: FailureReason
-
-
-class SingleFlight(Generic[T]):
-    """Concurrent ``run`` calls for one key in this process share one ``compute``.
-
-    - ``wait``: most seconds a waiter waits for the leader (``None``: as long as it runs).
-
-    Example::
-
-        flight: SingleFlight[CachedResponse | None] = SingleFlight()
-        try:
-            entry, leader = await flight.run(key, fetch)
-        except LeaderFailed:
-            entry, leader = await fetch(), True
-    """
-
-    def __init__(self, wait: float | None = None) -> None:
-        self.wait = wait
-        self._flights: dict[str, asyncio.Future[T | _Failure]] = {}
-
-    def __len__(self) -> int:
-        """Keys with a call in flight."""
-        return len(self._flights)
-
-    async def run(self, key: str, compute: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
-        """``(result, True)`` for the leader, ``(the leader's result, False)`` for waiters.
-
-        The leader's own exception or cancellation propagates to the leader only; its
-        waiters get ``LeaderFailed``.
-        """
-        loop = asyncio.get_running_loop()
-        flight = self._flights.get(key)
-        if flight is not None and flight.get_loop() is loop:  # another loop's died with it
-            return await self._follow(flight), False
-        flight = loop.create_future()
-        self._flights[key] = flight
-        try:
-            result = await compute()
-        except asyncio.CancelledError:
-            self._land(key, flight, _Failure("cancelled"))
-            raise
-        except BaseException:
-            self._land(key, flight, _Failure("error"))
-            raise
-        self._land(key, flight, result)
-        return result, True
-
-    async def _follow(self, flight: asyncio.Future[T | _Failure]) -> T:
-        # asyncio.wait never cancels the flight, so a waiter's disconnect touches nobody else.
-        done, _ = await asyncio.wait({flight}, timeout=self.wait)
-        if not done:
-            raise LeaderFailed("timeout")
-        outcome = flight.result()
-        if isinstance(outcome, _Failure):
-            raise LeaderFailed(outcome.reason)
-        return outcome
-
-    def _land(self, key: str, flight: asyncio.Future[T | _Failure], outcome: T | _Failure) -> None:
-        # Synchronous on purpose: it must complete even in a task being cancelled.
-        if self._flights.get(key) is flight:
-            del self._flights[key]
-        if not flight.done():
-            flight.set_result(outcome)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,13 +126,15 @@ class FleetLease:
         self.channel = channel or f"{namespace}:lease-wake"
         self.errors = 0  # Redis commands that failed or ran out of time
         self._recheck = lease_ttl / 2  # seconds between safety checks of a waited-on lease
-        self._renew_script = client.register_script(_RENEW)
         self._release_script = client.register_script(_RELEASE)
         self._wait_script = client.register_script(_WAIT)
         self._always_wake = isinstance(client, RedisCluster)
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
-        # Per held lease: the timer of its first renewal, then the task renewing it.
-        self._renewals: dict[str, asyncio.TimerHandle | asyncio.Task[None]] = {}
+        # Held leases by token, with when each is next due for renewal: one sweeper per
+        # loop renews every lease due in one pipeline (a miss arms no timer of its own).
+        self._held: dict[str, tuple[Lease, float]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._renewing: asyncio.Task[None] | None = None
         self._releases: set[asyncio.Task[None]] = set()
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
@@ -247,6 +152,10 @@ class FleetLease:
         """The Redis key of the lease on ``key``."""
         return self._lease_key(key)
 
+    def lease_request(self, key: str, token: str) -> tuple[str, str, int]:
+        """What a lookup needs to take the lease on ``key`` with ``token`` on a miss."""
+        return self._lease_key(key), token, self.lease_ms
+
     @property
     def lease_ms(self) -> int:
         return max(1, int(self.lease_ttl * 1000))
@@ -256,7 +165,7 @@ class FleetLease:
         return secrets.token_hex(16)
 
     def adopt(self, lease: Lease) -> Lease:
-        """Hold a lease taken elsewhere (with a lookup, by ``RedisStore.get_or_lease``):
+        """Hold a lease taken elsewhere (with a lookup, by ``RedisStore.lookup``):
         renew it while held, and listen for wake-ups like ``acquire`` does."""
         if self._closed:
             return Lease(lease.key, lease.token, fleet=False)
@@ -297,25 +206,38 @@ class FleetLease:
 
     def _renew_while_held(self, lease: Lease) -> None:
         """Renew ``lease`` every ``lease_ttl / 3`` until released. Most computations end
-        before the first renewal is due, so until then it is a timer, not a task."""
-        token = lease.token
+        before the first renewal is due: holding a lease costs an entry in ``_held``, and
+        one sweeper per loop, armed while any lease is held, renews those that are due."""
         loop = asyncio.get_running_loop()
+        self._held[lease.token] = (lease, loop.time() + self.lease_ttl / 3)
+        if self._sweeper is None:
+            self._arm(loop, self.lease_ttl / 3)
 
-        def start() -> None:
-            if self._renewals.get(token) is not timer or self._closed:
-                return
-            task = loop.create_task(self._renew(lease))
-            self._renewals[token] = task
-
-            def done(_: object) -> None:
-                if self._renewals.get(token) is task:
-                    del self._renewals[token]
-
-            task.add_done_callback(done)
-
+    def _arm(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
         # A context of its own: not the request's (whose L2 fault would skip renewals).
-        timer = loop.call_later(self.lease_ttl / 3, start, context=contextvars.Context())
-        self._renewals[token] = timer
+        self._sweeper = loop.call_later(delay, self._sweep, context=contextvars.Context())
+
+    def _sweep(self) -> None:
+        """Renew the held leases that are due (in a task: the renewal awaits Redis)."""
+        self._sweeper = None
+        if self._closed or not self._held:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        due = [lease for lease, at in self._held.values() if at <= now]
+        if due and (self._renewing is None or self._renewing.done()):
+            self._renewing = loop.create_task(self._renew(due))
+        soonest = min(at for _, at in self._held.values())
+        self._arm(loop, max(soonest - now, self.lease_ttl / 30))
+
+    def _renewed(self, lease: Lease, alive: bool) -> None:
+        if lease.token not in self._held:
+            return  # released meanwhile
+        if alive:
+            when = asyncio.get_running_loop().time() + self.lease_ttl / 3
+            self._held[lease.token] = (lease, when)
+        else:  # expired or taken over: nothing left to keep alive
+            del self._held[lease.token]
 
     async def release(self, lease: Lease) -> None:
         """Give the lease up (only if still ours), then wake this key's waiters fleet-wide.
@@ -323,9 +245,7 @@ class FleetLease:
         The work runs in its own task, so it completes (within ``2 * timeout``) even
         when the caller is cancelled, as a request whose client went away is.
         """
-        renewal = self._renewals.pop(lease.token, None)
-        if renewal is not None:
-            renewal.cancel()
+        self._held.pop(lease.token, None)
         if not lease.fleet or self._closed:
             return
         job = asyncio.ensure_future(self._give_up(lease))
@@ -340,9 +260,7 @@ class FleetLease:
         set order): then call ``release``."""
         if not lease.fleet or self._closed or self._always_wake:
             return None
-        renewal = self._renewals.pop(lease.token, None)
-        if renewal is not None:
-            renewal.cancel()
+        self._held.pop(lease.token, None)
         keys = (self._lease_key(lease.key), self._waited_key(lease.key))
         return ("eval", (_RELEASE, 2, *keys, lease.token, self.channel, lease.key, "0"))
 
@@ -393,20 +311,23 @@ class FleetLease:
         return await self._wait_script(keys=keys, args=[self.lease_ms])
 
     async def close(self) -> None:
-        """Stop listening and renewing; held leases expire within ``lease_ttl``."""
+        """Stop listening and renewing; held leases expire within ``lease_ttl``. Returns
+        within about a second whatever Redis does (see ``bus.finish``)."""
         self._closed = True
         self._bind()
-        renewing = [r for r in self._renewals.values() if isinstance(r, asyncio.Task)]
-        tasks: list[asyncio.Task[None]] = [*renewing, *self._releases]
+        tasks: list[asyncio.Task[None]] = [*self._releases]
+        if self._renewing is not None:
+            tasks.append(self._renewing)
         if self._listener is not None:
             tasks.append(self._listener)
-            self._listener.cancel()
-        for renewal in self._renewals.values():
-            renewal.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        self._held.clear()
         for waiters in self._waiters.values():
             for woken in waiters:
                 woken.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await finish(tasks)
 
     async def _call(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
         try:
@@ -423,22 +344,20 @@ class FleetLease:
             self.errors += 1
             raise StoreUnavailable(f"lease: {type(exc).__name__}: {exc}") from exc
 
-    async def _renew(self, lease: Lease) -> None:
-        """Renew now, then every ``lease_ttl / 3``, while the lease is held."""
+    async def _renew(self, due: list[Lease]) -> None:
+        """Renew every lease in ``due`` in one round trip (compare-and-set by token)."""
         ttl = max(1, int(self.lease_ttl * 1000))
-        keys, args = [self._lease_key(lease.key)], [lease.token, ttl]
-        while True:
-            if lease.token not in self._renewals or self._closed:
-                return  # released, even if the cancellation was swallowed
-            try:
-                alive = await self._call(
-                    lambda: self._renew_script(keys=keys, args=args), "lease renew"
-                )
-            except StoreUnavailable:
-                alive = True  # the lease may still be ours: try again on the next tick
-            if not alive:
-                return  # expired or taken over: nothing left to keep alive
-            await asyncio.sleep(self.lease_ttl / 3)
+        commands = [
+            ("eval", (_RENEW, 1, self._lease_key(lease.key), lease.token, ttl)) for lease in due
+        ]
+        try:
+            replies = await self._call(
+                lambda: scripts.pipeline(self.client, commands), "lease renew"
+            )
+        except StoreUnavailable:
+            return  # they may still be ours: the next sweep tries again
+        for lease, alive in zip(due, replies, strict=True):
+            self._renewed(lease, bool(alive))
 
     async def _give_up(self, lease: Lease) -> None:
         with contextlib.suppress(StoreUnavailable):
@@ -455,7 +374,8 @@ class FleetLease:
             # renewals and waiters died with it.
             self._loop, self._listener, self._subscribed = loop, None, asyncio.Event()
             self._waiters.clear()
-            self._renewals.clear()
+            self._held.clear()
+            self._sweeper = self._renewing = None
             self._releases.clear()
 
     def _listen(self) -> None:
@@ -511,52 +431,3 @@ def _raise_if_cancelling() -> None:
     task = asyncio.current_task()
     if task is not None and getattr(task, "cancelling", lambda: 0)():
         raise asyncio.CancelledError
-
-
-class HitForMiss:
-    """Keys whose response was uncacheable, remembered for ``ttl`` seconds (Varnish's
-    hit-for-miss object): their requests go straight to the origin instead of queueing
-    behind a call whose result they could not use.
-
-    - ``ttl``: seconds a key is remembered; 0 turns the map off.
-    - ``maxsize``: most keys remembered (the oldest go first).
-    - ``timer``: a monotonic clock in seconds (injected by tests).
-    """
-
-    def __init__(
-        self, ttl: float, maxsize: int = 10_000, timer: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.ttl = ttl
-        self._keys: TTLCache[str, bool] = TTLCache(maxsize=max(maxsize, 1), ttl=ttl, timer=timer)
-
-    def __contains__(self, key: object) -> bool:
-        return self.ttl > 0 and key in self._keys
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-    def remember(self, key: str) -> None:
-        if self.ttl > 0:
-            self._keys[key] = True
-
-    def forget(self, key: str) -> None:
-        """Drop ``key``, for example once its response was cacheable again."""
-        self._keys.pop(key, None)
-
-
-def should_refresh_early(
-    age: float,
-    ttl: float,
-    delta: float,
-    beta: float = 1.0,
-    rand: Callable[[], float] = random.random,
-) -> bool:
-    """The XFetch test: refresh now, before expiry, with a chance rising as expiry nears.
-
-    True when ``age - delta * beta * ln(u) >= ttl``, ``u`` uniform in (0, 1], with ``delta``
-    the seconds the last computation took and ``beta`` > 1 favouring earlier refreshes.
-    See Vattani, Chierichetti, Lowenstein, "Optimal Probabilistic Cache Stampede
-    Prevention", VLDB 2015, which shows this spreads refreshes optimally.
-    """
-    u = 1.0 - rand()  # random() is in [0, 1); ln needs (0, 1]
-    return age - delta * beta * math.log(u) >= ttl

@@ -1,0 +1,162 @@
+"""Lua scripts sent by SHA: ``EVALSHA``, and ``EVAL`` once where the server lacks one.
+
+A script is a command like any other here, ``("eval", (script, numkeys, *keys, *args))``.
+The first time a client runs a script it is sent as ``EVAL``, which runs it and caches it
+on that server; after that ``pipeline`` sends it as ``EVALSHA`` (a 40-byte digest instead
+of the script's text, which Redis would otherwise hash again on every call). A server that
+lost the script since (a restart, ``SCRIPT FLUSH``, a cluster node that never ran it)
+answers ``NOSCRIPT`` without running it; those commands, and only those, are sent again
+once as ``EVAL``. (The commands of a pipeline after one that answered ``NOSCRIPT`` have
+run already when it runs again: nothing may depend on that order for its correctness,
+only, as a lease's release after its fill, for sparing work; sending a script's text on a
+client's first use keeps even that order for a fresh fleet on a fresh server.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError, ResponseError
+
+__all__ = ["Command", "combine", "evalsha", "pipeline", "run_scripts", "sha_of"]
+
+Command = tuple[str, tuple[Any, ...]]  # a client method name and its arguments
+_SHAS: dict[str, str] = {}
+# Per client (the running loop's, behind a PerLoopClient): the scripts it has sent in full.
+_SENT: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+
+
+def sha_of(script: str) -> str:
+    """The SHA-1 Redis knows ``script`` by (memoised: scripts are module constants)."""
+    sha = _SHAS.get(script)
+    if sha is None:
+        sha = _SHAS[script] = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
+    return sha
+
+
+def _noscript(reply: Any) -> bool:
+    return isinstance(reply, NoScriptError) or (
+        isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT")
+    )
+
+
+def _sent(client: Any) -> set[str]:
+    current = getattr(client, "current", None)
+    target = current() if current is not None else client
+    try:
+        sent = _SENT.get(target)
+        if sent is None:
+            sent = _SENT[target] = set()
+    except TypeError:  # not weakly referable: send by SHA, load on NOSCRIPT
+        return set(_SHAS.values())
+    return sent
+
+
+async def evalsha(client: Any, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    """Run ``script`` on ``client`` by its SHA; by its text if the server may lack it."""
+    sha, sent = sha_of(script), _sent(client)
+    if sha in sent:
+        try:
+            return await client.evalsha(sha, len(keys), *keys, *args)
+        except ResponseError as exc:
+            if not _noscript(exc):
+                raise
+    reply = await client.eval(script, len(keys), *keys, *args)
+    sent.add(sha)
+    return reply
+
+
+async def pipeline(client: Any, commands: Sequence[Command]) -> list[Any]:
+    """Run ``commands`` in one non-transactional pipeline, scripts by SHA once sent; raises
+    the first error a command answered, as ``execute()`` does."""
+    # redis-py before 8.2 refuses EVALSHA in a cluster's pipeline: there, scripts go by text.
+    sent = set() if isinstance(client, RedisCluster) else _sent(client)
+    first: list[str] = []
+    pipe = client.pipeline(transaction=False)
+    for name, args in commands:
+        if name == "eval":
+            sha = sha_of(args[0])
+            if sha in sent:
+                pipe.evalsha(sha, *args[1:])
+                continue
+            first.append(sha)
+        getattr(pipe, name)(*args)
+    replies = list(await pipe.execute(raise_on_error=False))
+    sent.update(first)
+    missing = [i for i, reply in enumerate(replies) if _noscript(reply)]
+    if missing:
+        # Not run at all: safe to send again, by text this time (which caches them).
+        again = client.pipeline(transaction=False)
+        for i in missing:
+            name, args = commands[i]
+            getattr(again, name)(*args)
+        for i, reply in zip(missing, await again.execute(raise_on_error=False), strict=True):
+            replies[i] = reply
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
+# Runs several scripts as one: ARGV[1] = how many, then (keys, args) counts per script, then
+# every script's arguments; KEYS = every script's keys, in order. Each script's body is a
+# function whose KEYS and ARGV are its own slices. Returns each script's reply (false for
+# nil, which would end the table).
+_COMBINED_MAIN = """
+local n = tonumber(ARGV[1])
+local k, a = 0, 1 + 2 * n
+local out = {}
+for i = 1, n do
+  local nk, na = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  local keys, args = {}, {}
+  for j = 1, nk do keys[j] = KEYS[k + j] end
+  for j = 1, na do args[j] = ARGV[a + j] end
+  k, a = k + nk, a + na
+  local reply = parts[i](keys, args)
+  if reply == nil then reply = false end
+  out[i] = reply
+end
+return out
+"""
+_COMBINED: dict[tuple[str, ...], str] = {}
+
+
+def _combined(scripts: tuple[str, ...]) -> str:
+    text = _COMBINED.get(scripts)
+    if text is None:
+        parts = [
+            f"local function part{i}(KEYS, ARGV)\n{body}\nend\n"
+            for i, body in enumerate(scripts, 1)
+        ]
+        table = ", ".join(f"part{i}" for i in range(1, len(scripts) + 1))
+        text = _COMBINED[scripts] = "".join(parts) + f"local parts = {{{table}}}\n" + _COMBINED_MAIN
+    return text
+
+
+def combine(commands: Sequence[Command]) -> tuple[str, list[Any], list[Any]]:
+    """Scripts meant for one pipeline (``("eval", (script, numkeys, *keys, *args))``, every
+    key on one server) as one script: ``(script, keys, args)``, whose reply lists each
+    one's. Atomic, unlike the pipeline: a later script's writes follow the earlier's."""
+    keys: list[Any] = []
+    args: list[Any] = []
+    counts: list[int] = []
+    for _, (_script, numkeys, *rest) in commands:
+        keys.extend(rest[:numkeys])
+        args.extend(rest[numkeys:])
+        counts += [numkeys, len(rest) - numkeys]
+    scripts = tuple(command[1][0] for command in commands)
+    return _combined(scripts), keys, [len(commands), *counts, *args]
+
+
+async def run_scripts(client: Any, commands: Sequence[Command]) -> list[Any]:
+    """Run ``commands`` (scripts only, every key on one server) in one round trip and one
+    command: their replies, as ``pipeline`` would give them."""
+    if len(commands) == 1:
+        _, (script, numkeys, *rest) = commands[0]
+        return [await evalsha(client, script, rest[:numkeys], rest[numkeys:])]
+    script, keys, args = combine(commands)
+    return list(await evalsha(client, script, keys, args))
