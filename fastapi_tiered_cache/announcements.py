@@ -23,8 +23,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .bus import finish
 from .stores.loops import background_task, ours
+from .tasks import finish, raise_if_cancelled
 
 __all__ = ["MAX_PENDING", "RESET", "Announcements"]
 
@@ -96,6 +96,7 @@ class Announcements:
         delay = _FIRST_RETRY
         pending = self.pending
         while pending:
+            raise_if_cancelled()
             await asyncio.sleep(delay)
             self._forget_expired()
             try:

@@ -31,13 +31,15 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
 from redis.asyncio.cluster import RedisCluster
 
-__all__ = ["Coherence", "InvalidationBus", "finish"]
+from .tasks import finish, raise_if_cancelled, within
+
+__all__ = ["Coherence", "InvalidationBus"]
 
 logger = logging.getLogger("fastapi_tiered_cache")
 
@@ -169,7 +171,7 @@ class InvalidationBus:
             node = self.client.get_node_from_key(self.channel)
             if node is not None:
                 options["target_nodes"] = node
-        await asyncio.wait_for(self.client.publish(channel, payload, **options), self.timeout)
+        await within(self.client.publish(channel, payload, **options), self.timeout)
 
     async def close(self) -> None:
         """Stop listening; returns within about a second whatever Redis does."""
@@ -214,14 +216,13 @@ class InvalidationBus:
     async def _run(self) -> None:
         backoff = self.interval
         while not self._stopping:
+            raise_if_cancelled()
             try:
                 await self._listen()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any failure means messages may have been missed
-                task = asyncio.current_task()
-                if task is not None and getattr(task, "cancelling", lambda: 0)():
-                    raise asyncio.CancelledError from exc  # a client turned our cancel into this
+                raise_if_cancelled()  # a client turned our cancel into this
                 if self._stopping:
                     return
                 self._mark_lost(type(exc).__name__)
@@ -234,10 +235,11 @@ class InvalidationBus:
         pubsub = self.client.pubsub()
         beat: asyncio.Task[None] | None = None
         try:
-            await asyncio.wait_for(pubsub.subscribe(self.channel, self.ping_channel), self.timeout)
+            await within(pubsub.subscribe(self.channel, self.ping_channel), self.timeout)
             self._last_echo = self.timer()
             beat = asyncio.get_running_loop().create_task(self._beat(), name="ftc-bus-ping")
             while not self._stopping:
+                raise_if_cancelled()
                 message = await pubsub.get_message(
                     ignore_subscribe_messages=True, timeout=self.interval / 2
                 )
@@ -251,44 +253,14 @@ class InvalidationBus:
             if beat is not None:
                 await finish([beat])
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(pubsub.aclose(), self.timeout)
+                await within(pubsub.aclose(), self.timeout)
 
     async def _beat(self) -> None:
         while not self._stopping:
+            raise_if_cancelled()
             with contextlib.suppress(Exception):
                 # The send time, in our own clock, travels with the ping: when it comes
                 # back, everything published before it has been delivered.
                 await self._publish(self.ping_channel, "ping", self.timer())
                 self.pings += 1
             await asyncio.sleep(self.interval)
-
-
-async def finish(tasks: Iterable[asyncio.Future[Any]], timeout: float = 1.0) -> None:
-    """Cancel ``tasks`` and wait for them, at most ``timeout`` seconds in all: a task that
-    swallows its cancellation (some clients do, inside ``wait_for``) is cancelled again,
-    and abandoned when the time is up, so a shutdown never hangs on one."""
-    pending = {task for task in tasks if not task.done()}
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while pending:
-        for task in pending:
-            task.cancel()
-        left = deadline - loop.time()
-        if left <= 0:
-            for task in pending:
-                task.add_done_callback(_consume)
-            logger.warning(
-                "%d background task(s) did not stop in time; abandoned",
-                len(pending),
-                extra={"event": "shutdown_timeout"},
-            )
-            return
-        _, pending = await asyncio.wait(pending, timeout=min(left, 0.1))
-    for task in tasks:
-        if task.done():
-            _consume(task)
-
-
-def _consume(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()

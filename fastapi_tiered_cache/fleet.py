@@ -22,10 +22,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from .bus import finish
 from .exceptions import StoreUnavailable
 from .metrics import Stats
 from .stores.base import Runner
+from .tasks import finish, raise_if_cancelled
 
 __all__ = ["FleetReporter", "read_fleet"]
 
@@ -108,6 +108,7 @@ class FleetReporter:
 
     async def _loop(self) -> None:
         while True:
+            raise_if_cancelled()
             with contextlib.suppress(StoreUnavailable):
                 await self.report()
             await asyncio.sleep(self.every)

@@ -28,10 +28,10 @@ from typing import Any, TypeVar
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
-from .bus import finish
 from .exceptions import StoreUnavailable
 from .stores import scripts
-from .stores.base import Runner, TimeoutRunner, within
+from .stores.base import Runner, TimeoutRunner
+from .tasks import finish, within
 
 __all__ = ["FleetLease", "Lease"]
 

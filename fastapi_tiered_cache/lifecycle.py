@@ -16,11 +16,11 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .announcements import RESET
-from .bus import finish
 from .fleet import read_fleet, summarize
 from .logs import announce
 from .stores import RedisStore
 from .stores.loops import asyncio_running, warn_not_asyncio
+from .tasks import finish, within
 
 if TYPE_CHECKING:
     from .cache import TieredCache
@@ -113,7 +113,7 @@ async def warm_up(cache: TieredCache) -> bool:
     if not isinstance(l2, RedisStore):
         return False
     try:
-        await asyncio.wait_for(l2.client.ping(), 2 * cache.settings.redis_connect_timeout)
+        await within(l2.client.ping(), 2 * cache.settings.redis_connect_timeout)
     except Exception as exc:  # Redis down at start-up is a degraded start, not a failure
         logger.warning("L2 not reachable at start-up: %s", exc, extra={"event": "warm_up"})
         return False

@@ -18,8 +18,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
-from .bus import finish
 from .stores.loops import background_task, ours
+from .tasks import finish, raise_if_cancelled
 
 __all__ = ["MAX_NAMES", "UnfinishedPurges"]
 
@@ -67,6 +67,7 @@ class UnfinishedPurges:
     async def _drain(self) -> None:
         delay = _FIRST_RETRY
         while self:
+            raise_if_cancelled()
             await asyncio.sleep(delay)
             try:
                 await self._finish_some()

@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 from ..cache import TieredCache
 from ..exceptions import ConfigurationError
 from ..settings import CacheSettings, load_settings
+from ..tasks import within
 from .errors import USAGE, UserError
 
 __all__ = ["cache_for", "ping", "ping_and_close", "read_settings"]
@@ -40,7 +41,7 @@ async def ping(cache: TieredCache, timeout: float) -> float:
         raise UserError("error: no Redis tier is configured", USAGE)
     started = time.perf_counter()
     try:
-        await asyncio.wait_for(client.ping(), timeout)
+        await within(client.ping(), timeout)
     except asyncio.TimeoutError:
         raise UserError(f"error: Redis is unreachable: no answer within {timeout}s") from None
     except (RedisError, OSError) as exc:

@@ -4,7 +4,6 @@ protocol (how every other Redis command on the request path is given its time bu
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol, TypeVar
 
@@ -12,6 +11,7 @@ from redis.exceptions import RedisError
 
 from ..entry import Record
 from ..exceptions import StoreTimeout, StoreUnavailable
+from ..tasks import within
 
 __all__ = ["Runner", "Store", "TimeoutRunner", "within"]
 
@@ -64,18 +64,3 @@ class TimeoutRunner:
             raise StoreTimeout(f"redis {what}: no answer within {self.timeout * budgets}s") from exc
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis {what}: {type(exc).__name__}: {exc}") from exc
-
-
-async def within(operation: Awaitable[T], seconds: float) -> T:
-    """``operation``, or ``TimeoutError`` after ``seconds``.
-
-    ``asyncio.wait_for`` before 3.12 can swallow a ``cancel()`` that races with the
-    operation finishing; ``asyncio.timeout`` (3.11+) and ``async_timeout`` cannot.
-    """
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):
-            return await operation
-    import async_timeout  # pragma: no cover - Python 3.10 (a dependency of redis there)
-
-    async with async_timeout.timeout(seconds):  # pragma: no cover
-        return await operation
