@@ -40,10 +40,10 @@ from .routes import NOT_FOUND, RouteInputs
 from .routing import Routing
 from .rules import RuleSet
 from .settings import CacheSettings, load_settings
-from .stores import MemoryStore, RedisStore, TieredStore
+from .stores import RedisStore, TieredStore
 from .stores.breaker import BreakerState, CircuitBreaker
-from .stores.connect import build_client_from_settings
-from .stores.loops import PerLoopClient, asyncio_running
+from .stores.build import build_l1, build_l2
+from .stores.loops import asyncio_running
 from .stores.tiered import Lookup
 from .verdicts import Refusal
 from .visibility import Visibility
@@ -51,17 +51,6 @@ from .visibility import Visibility
 __all__ = ["TieredCache"]
 
 logger = logging.getLogger("fastapi_tiered_cache")
-
-
-def _is_factory(redis: Any) -> bool:
-    """Whether ``redis=`` is a factory of clients rather than a client."""
-    return callable(redis) and not hasattr(redis, "execute_command")
-
-
-def _tenant_of_key(key: str) -> str | None:
-    """The tenant label in ``{namespace}:{generations}:{tenant}:{scope}:{digest}``."""
-    parts = key.split(":", 3)
-    return parts[2] if len(parts) == 4 else None
 
 
 class TieredCache:
@@ -121,23 +110,13 @@ class TieredCache:
             identity_resolver=identity_resolver or s.identity_resolver,
             tenant_resolver=tenant_resolver or s.tenant_resolver,
         )
-        # One byte budget: L1 entries get 7/8 of it, the memo 1/16 (its keys and the records
-        # it holds for header reuse), route lookups 1/32; the rest is headroom for indexes.
+        # One byte budget: L1 entries get 7/8 of it (stores/build.py), the memo 1/16 (its
+        # keys and the records it holds for header reuse), route lookups 1/32.
         self.memo_bytes = s.l1_max_bytes // 16
         self.table_bytes = s.l1_max_bytes // 32
-        l1 = (
-            MemoryStore(
-                s.l1_max_entries,
-                s.l1_max_bytes - s.l1_max_bytes // 8,
-                timer=l1_timer,
-                tenant_share=s.l1_tenant_share,
-                tenant_of=_tenant_of_key,
-            )
-            if s.l1_max_entries > 0 and s.l1_max_bytes > 0
-            else None
-        )
+        l1 = build_l1(s, l1_timer)
         breaker = CircuitBreaker(s.breaker_threshold, s.breaker_cooldown)
-        l2 = self._l2(redis)
+        l2 = build_l2(s, redis, lambda event, reason: self.record(event, reason=reason))
         # When L1 may be trusted: always alone; with Redis, while the bus vouches for it.
         self.coherence = Coherence(s.coherence_bound, s.l1_max_ttl, shared=l2 is not None)
         self.store = TieredStore(
@@ -315,36 +294,6 @@ class TieredCache:
     @fleet.setter
     def fleet(self, fleet: FleetLease | None) -> None:
         self._fleet = fleet
-
-    def _l2(self, redis: Any) -> RedisStore | None:
-        s = self.settings
-        if redis is not None and _is_factory(redis):
-            # Clients made by the cache's own factory, one per event loop, closed with it.
-            return RedisStore(
-                PerLoopClient(redis),
-                timeout=s.redis_timeout,
-                max_in_flight=s.redis_max_connections,
-                report=lambda event, reason: self.record(event, reason=reason),
-            )
-        if redis is not None:
-            return RedisStore(
-                redis,
-                timeout=s.redis_timeout,
-                owns_client=False,
-                max_in_flight=s.redis_max_connections,
-                report=lambda event, reason: self.record(event, reason=reason),
-            )
-        if s.redis_url is None:
-            return None
-        settings = s
-        # One client per event loop (see stores/loops.py): tests and scripts run several.
-        client = PerLoopClient(lambda: build_client_from_settings(settings))
-        return RedisStore(
-            client,
-            timeout=s.redis_timeout,
-            max_in_flight=s.redis_max_connections,
-            report=lambda event, reason: self.record(event, reason=reason),
-        )
 
     async def identify(
         self, info: RequestInfo, inputs: RouteInputs = NOT_FOUND
