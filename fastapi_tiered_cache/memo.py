@@ -41,6 +41,8 @@ __all__ = ["ASKED_L2", "CONDITIONAL_NAMES", "Memo", "is_plain"]
 MemoKey = tuple[Any, ...]
 # The key whose L2 lookup, made by the memo earlier in this request, found nothing: the
 # full path then does not ask L2 again (a slow Redis costs a request one budget, not two).
+# A context variable: with install(), the app's middleware lies between the memo and the
+# full path, and an ASGI app passes on nothing but the scope (which the app can see).
 ASKED_L2: ContextVar[str | None] = ContextVar("tiered_cache_asked_l2", default=None)
 
 

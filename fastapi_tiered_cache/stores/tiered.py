@@ -42,6 +42,9 @@ T = TypeVar("T")
 # Within one request (set by the middleware; None outside requests): whether an L2
 # operation already failed. After one fault the request asks L2 nothing more, so a slow or
 # hung Redis costs a request one budget, not one per command (lookup, lease, store...).
+# A context variable, not an argument: the request's own code counts too (a data-API call
+# in the endpoint), and between the middleware and that code lie the app's middleware and
+# FastAPI, which the cache cannot pass a value through.
 L2_FAULTED: ContextVar[bool | None] = ContextVar("tiered_cache_l2_faulted", default=None)
 
 
