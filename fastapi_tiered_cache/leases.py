@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 from .exceptions import StoreUnavailable
 from .stores import scripts
 from .stores.base import Runner, TimeoutRunner
-from .tasks import finish, within
+from .tasks import finish, raise_if_cancelled, within
 
 __all__ = ["FleetLease", "Lease"]
 
@@ -385,9 +385,10 @@ class FleetLease:
 
     async def _subscription(self) -> None:
         """The process's one pub/sub connection; re-made after any failure."""
-        # On Python 3.10 a cancel() can be swallowed (see within), so the closed flag,
-        # not cancel() alone, ends these loops.
+        # A cancel() can be swallowed by a client (see tasks.py): the closed flag and the
+        # task's pending cancellations, not the CancelledError alone, end these loops.
         while not self._closed:
+            raise_if_cancelled()
             pubsub: Any = None
             budget = max(self.timeout, self._recheck)
             try:
@@ -396,14 +397,15 @@ class FleetLease:
                 pubsub = self.client.pubsub()
                 await self._subscribe_call(pubsub.subscribe(self.channel), budget)
                 while not self._closed:
+                    raise_if_cancelled()
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None:
                         self._dispatch(message)
             except (StoreUnavailable, RedisError, OSError, asyncio.TimeoutError):
-                _raise_if_cancelling()
+                raise_if_cancelled()
                 self.errors += 1
             except Exception:  # e.g. a client without pub/sub: never let the listener die
-                _raise_if_cancelling()
+                raise_if_cancelled()
                 self.errors += 1
                 logger.warning("lease wake-up subscription failed", exc_info=True)
             finally:
@@ -424,10 +426,3 @@ class FleetLease:
             for woken in self._waiters.pop(key, ()):
                 if not woken.done():
                     woken.set_result(None)
-
-
-def _raise_if_cancelling() -> None:
-    """Some clients turn our cancellation into their own error: honour the cancel anyway."""
-    task = asyncio.current_task()
-    if task is not None and getattr(task, "cancelling", lambda: 0)():
-        raise asyncio.CancelledError

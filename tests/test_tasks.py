@@ -18,6 +18,7 @@ import pytest
 
 from fastapi_tiered_cache import CacheSettings, TieredCache
 from fastapi_tiered_cache.bus import InvalidationBus
+from fastapi_tiered_cache.leases import FleetLease
 from fastapi_tiered_cache.tasks import finish, raise_if_cancelled, within
 
 needs_cancel_counts = pytest.mark.skipif(
@@ -105,6 +106,12 @@ class _Client:
         self._pubsub = pubsub
         self.published = 0
 
+    def register_script(self, script: str) -> object:
+        return object()
+
+    async def initialize(self) -> None:
+        return
+
     def pubsub(self) -> _PubSub:
         return self._pubsub
 
@@ -148,6 +155,20 @@ async def test_the_bus_ends_when_its_client_drops_the_cancel() -> None:
     bus.start()
     await asyncio.sleep(0.1)  # listening: reads drop every cancellation
     task = bus._task
+    assert task is not None and not task.done()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=0.5)
+    assert done == {task} and task.cancelled()
+
+
+@needs_cancel_counts
+async def test_the_lease_subscription_ends_when_its_client_drops_the_cancel() -> None:
+    answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    answer.set_result(None)
+    fleet = FleetLease(_Client(_PubSub(answer)), namespace="tasks")
+    fleet._listen()
+    await asyncio.sleep(0.1)  # subscribed: reads drop every cancellation
+    task = fleet._listener
     assert task is not None and not task.done()
     task.cancel()
     done, _ = await asyncio.wait({task}, timeout=0.5)
