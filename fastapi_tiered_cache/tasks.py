@@ -24,19 +24,20 @@ __all__ = ["finish", "raise_if_cancelled", "within"]
 logger = logging.getLogger("fastapi_tiered_cache")
 T = TypeVar("T")
 
+if sys.version_info >= (3, 11):
+    _timeout = asyncio.timeout
+else:  # pragma: no cover - Python 3.10 (async-timeout is a dependency of redis there)
+    from async_timeout import timeout as _timeout
+
 
 async def within(operation: Awaitable[T], seconds: float) -> T:
     """``operation``, or ``TimeoutError`` after ``seconds``.
 
     ``asyncio.wait_for`` before 3.12 can swallow a ``cancel()`` that races with the
-    operation finishing; ``asyncio.timeout`` (3.11+) and ``async_timeout`` cannot.
+    operation finishing; ``asyncio.timeout`` (3.11+) and ``async_timeout`` cannot: they
+    run the operation in the caller's own task.
     """
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):
-            return await operation
-    import async_timeout  # pragma: no cover - Python 3.10 (a dependency of redis there)
-
-    async with async_timeout.timeout(seconds):  # pragma: no cover
+    async with _timeout(seconds):
         return await operation
 
 
