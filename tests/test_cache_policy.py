@@ -175,7 +175,11 @@ def test_mypy_checks_the_decorators(tmp_path: Path) -> None:
     out, _, status = mypy_api.run(
         ["--strict", "--no-incremental", "--cache-dir", str(tmp_path / "cache"), str(source)]
     )
-    errors = [line for line in out.splitlines() if ": error:" in line]
+    # What the user's code is told; the package itself is type-checked by `tox -e typecheck`
+    # (here its third-party stubs may be missing, which says nothing of the signatures).
+    errors = [
+        line for line in out.splitlines() if line.startswith(f"{source}:") and ": error:" in line
+    ]
 
     assert status == 1, out
     expected = [

@@ -376,15 +376,17 @@ async def burst(store: TieredStore, n: int, cpu: float) -> list[bool]:
 async def test_a_burst_on_a_saturated_loop_is_not_a_redis_outage(
     redis_url: str, max_stretch: float, expect_hits: bool
 ) -> None:
-    """500 concurrent GETs, each with CPU work around it, on one loop, with a 20 ms budget.
+    """500 concurrent GETs, each with CPU work around it, on one loop, with a 50 ms budget.
 
-    Redis answers each in well under a millisecond, but the loop needs far longer than 20 ms
+    Redis answers each in well under a millisecond, but the loop needs far longer than 50 ms
     to get back to any of them. With loop lag not charged to the budget (and the stretch
     limit far away) every GET is a hit and nothing counts as a failure. The control, whose
     wall-clock limit is the budget itself, shows the same burst would otherwise miss: its
     misses are Overloaded, so even then the breaker stays closed.
     """
-    n, budget = 500, 0.02
+    # 50 ms: the loop needs 500 ms to get back to the last GET, and a CI machine running
+    # several suites at once may also take the process off the CPU for tens of ms.
+    n, budget = 500, 0.05
     client = aioredis.Redis.from_url(redis_url, socket_timeout=30, max_connections=64)
     remote = RedisStore(client, timeout=budget, max_stretch=max_stretch, max_in_flight=64)
     events: list[tuple[Event, str]] = []
@@ -398,16 +400,18 @@ async def test_a_burst_on_a_saturated_loop_is_not_a_redis_outage(
     loader = RedisStore(client, timeout=10.0, owns_client=False, max_in_flight=64)
     await asyncio.gather(*(loader.set(f"k{i}", record, 600) for i in range(n)))
 
-    hits = await burst(store, n, cpu=0.0005)
+    try:
+        hits = await burst(store, n, cpu=0.0005)
+    finally:
+        await store.close()  # and its client
 
-    assert store.breaker.transitions[BreakerState.OPEN] == 0
+    assert store.breaker.transitions[BreakerState.OPEN] == 0, set(events)
     assert (Event.REDIS_TIMEOUT, "timeout") not in events  # nothing charged to Redis
     if expect_hits:
         assert sum(hits) == n and store.faults == 0
     else:
         assert sum(hits) < n // 10
         assert set(events) == {(Event.REDIS_ERROR, "overloaded")}
-    await store.close()
 
 
 async def test_a_hung_redis_still_times_out_within_the_budget_on_an_idle_loop() -> None:
