@@ -3,7 +3,7 @@
 ``@cache_policy`` takes every rule field as a typed keyword argument (an IDE completes
 them, mypy checks them); durations are seconds, a ``timedelta`` or a string like ``"5m"``.
 ``fastapi-tiered-cache routes examples.choose_what_is_cached:app`` prints each verdict, and
-``/docs`` shows it on each operation (``x-cache``).
+``/docs`` shows it on each operation (``x-cache``), as ``openapi=True`` asks.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
-from fastapi_tiered_cache import cache_policy, install, no_cache
+from fastapi_tiered_cache import cache_policy, install, load_settings, no_cache
 
 app = FastAPI()
-install(app)
+# TIERED_CACHE_* from the environment; the verdicts in /docs too (off by default).
+install(app, load_settings(openapi=True))
 
 
 @app.get("/products/{product_id}")

@@ -342,10 +342,12 @@ class CacheSettings(BaseSettings):
         " Unset: against every origin whose responses were stored.",
     )
     openapi: bool = Field(
-        default=True,
+        default=False,
         description="Describe the cache in the app's OpenAPI schema (`/docs`): an `x-cache`"
         " extension on every operation (verdict, TTL, key, shared or per user), and on cached"
-        " ones the headers the cache adds and its `304` answer.",
+        " ones the headers the cache adds and its `304` answer. Off by default: the schema is"
+        " part of the app's contract (snapshot tests, generated clients), which installing a"
+        " cache must not change.",
     )
     prometheus_enabled: bool = Field(
         default=False, description="Export metrics with prometheus-client (the `prometheus` extra)."

@@ -230,9 +230,13 @@ def demo_settings() -> tuple[CacheSettings, bool]:
     Returns the settings and whether the key was generated.
     """
     settings = load_settings()
-    if settings.secret_key is not None:
-        return settings, False
-    return load_settings(secret_key=secrets.token_urlsafe(32)), True
+    overrides: dict[str, Any] = {}
+    if "openapi" not in settings.model_fields_set:
+        overrides["openapi"] = True  # the demo shows the cache in /docs
+    generated = settings.secret_key is None
+    if generated:
+        overrides["secret_key"] = secrets.token_urlsafe(32)
+    return (load_settings(**overrides) if overrides else settings), generated
 
 
 def embedded_redis() -> Any:

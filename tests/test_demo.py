@@ -217,6 +217,18 @@ def test_demo_settings_generate_a_secret_only_when_none_is_set(
     assert settings.secret_key.get_secret_value() == SECRET
 
 
+def test_the_demo_shows_the_cache_in_its_docs_unless_told_not_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OpenAPI is off by default (an app's schema is its contract); the demo turns it on."""
+    assert CacheSettings(secret_key=SECRET).openapi is False
+    settings, _ = demo_settings()
+    assert settings.openapi is True
+    monkeypatch.setenv("TIERED_CACHE_OPENAPI", "false")
+    settings, _ = demo_settings()
+    assert settings.openapi is False
+
+
 def test_stats_rule_comes_before_the_users_rules(redis: fakeredis.FakeAsyncRedis) -> None:
     settings = CacheSettings.model_validate({"rules": [{"path": "/**", "ttl": 5}]})
     app = build_app(settings, redis=redis)

@@ -33,7 +33,7 @@ def build(**options: Any) -> FastAPI:
     """Routes of every kind the verdicts tell apart; ``install()`` before the routes, as
     apps usually do."""
     app = FastAPI()
-    install(app, CacheSettings(secret_key=SECRET, **options))
+    install(app, CacheSettings(secret_key=SECRET, **{"openapi": True, **options}))
 
     @app.get("/items/{item_id}")
     @cache_policy(ttl="5m", tags=["item:{item_id}"])
@@ -165,7 +165,7 @@ def test_cached_operations_document_the_headers_and_the_304() -> None:
 
 def test_what_the_app_documents_is_kept() -> None:
     app = FastAPI()
-    install(app, CacheSettings(secret_key=SECRET))
+    install(app, CacheSettings(secret_key=SECRET, openapi=True))
     mine = {"description": "My own Age", "schema": {"type": "integer"}}
     responses: dict[int | str, dict[str, Any]] = {
         200: {"headers": {"Age": mine}},
@@ -244,7 +244,7 @@ def test_an_openapi_function_set_before_install_is_extended() -> None:
     async def items() -> list[int]:
         return []
 
-    install(app, CacheSettings(secret_key=SECRET))
+    install(app, CacheSettings(secret_key=SECRET, openapi=True))
     schema = app.openapi()
     assert schema["info"]["x-logo"] == {"url": "logo.png"}
     assert schema["paths"]["/items"]["get"]["x-cache"]["cached"] is True
@@ -252,7 +252,7 @@ def test_an_openapi_function_set_before_install_is_extended() -> None:
 
 def test_an_openapi_function_set_after_install_can_add_the_cache_itself() -> None:
     app = FastAPI()
-    cache = install(app, CacheSettings(secret_key=SECRET))
+    cache = install(app, CacheSettings(secret_key=SECRET, openapi=True))
 
     @app.get("/items")
     async def items() -> list[int]:
@@ -283,3 +283,26 @@ async def test_the_served_schema_and_docs_show_it() -> None:
         assert response.headers["x-cache"] == "BYPASS"  # the schema route is not cached
     assert docs.status_code == 200
     assert "/openapi.json" in docs.text
+
+
+def test_by_default_the_schema_is_the_apps_own() -> None:
+    """Installing the cache must not change an app's contract: snapshot tests of
+    ``/openapi.json`` and generated clients see the same schema, byte for byte."""
+
+    def shop() -> FastAPI:
+        app = FastAPI()
+
+        @app.get("/items/{item_id}")
+        @cache_policy(ttl="5m")
+        async def item(item_id: int) -> dict[str, int]:
+            return {"id": item_id}
+
+        @app.post("/items")
+        async def create() -> dict[str, int]:
+            return {"id": 1}
+
+        return app
+
+    cached = shop()
+    install(cached, CacheSettings(secret_key=SECRET))
+    assert cached.openapi() == shop().openapi()
