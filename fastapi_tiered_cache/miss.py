@@ -20,6 +20,7 @@ from .keys import vary_values
 from .leases import FleetLease, Lease
 from .metrics import Event
 from .origin import Fetch
+from .tasks import after_the_response
 
 if TYPE_CHECKING:
     from .responder import Responder
@@ -57,7 +58,8 @@ async def miss(
             stored = await fetch(scope, receive, send)
         finally:
             if lease is not None and fleet is not None and not fetch.lease_released:
-                await fleet.release(lease)
+                with after_the_response():
+                    await fleet.release(lease)
         if stored is None:
             cache.hit_for_miss.remember(key)
         return stored

@@ -29,6 +29,7 @@ from .metrics import Event
 from .replay import http_date
 from .request import RequestInfo, route_template
 from .settings import RouteRule
+from .tasks import after_the_response
 
 if TYPE_CHECKING:
     from .lookup import Early
@@ -141,7 +142,8 @@ class Fetch:
         if capture.suppressed and fallback is not None:
             await self.serve_stale(fallback, send)
             return None
-        await capture.finish()
+        with after_the_response():
+            await capture.finish()
         return capture.stored
 
     async def fill_start(self) -> FillStart:

@@ -19,7 +19,9 @@ import sys
 from collections.abc import Awaitable, Iterable
 from typing import Any, TypeVar
 
-__all__ = ["finish", "raise_if_cancelled", "within"]
+import anyio
+
+__all__ = ["after_the_response", "finish", "raise_if_cancelled", "within"]
 
 logger = logging.getLogger("fastapi_tiered_cache")
 T = TypeVar("T")
@@ -28,6 +30,20 @@ if sys.version_info >= (3, 11):
     _timeout = asyncio.timeout
 else:  # pragma: no cover - Python 3.10 (async-timeout is a dependency of redis there)
     from async_timeout import timeout as _timeout
+
+
+def after_the_response() -> anyio.CancelScope:
+    """The scope of the cache's own work once the app has answered (the store after the
+    last byte, the fleet lease's release): shielded from the request's cancellation.
+
+    An app answers without a checkpoint after its endpoint returns, and code that calls it
+    in-process (``httpx.ASGITransport``, a test's cancel scope) relies on it: a request
+    cancelled from inside its endpoint still returns its response. The cache's awaits on
+    Redis must not add a checkpoint there. The work is bounded by the Redis budget, and a
+    cancellation that arrived meanwhile reaches the caller at its next checkpoint, as it
+    would without the cache.
+    """
+    return anyio.CancelScope(shield=True)
 
 
 async def within(operation: Awaitable[T], seconds: float) -> T:
@@ -57,7 +73,7 @@ def raise_if_cancelled() -> None:
             raise asyncio.CancelledError
 
 
-async def finish(tasks: Iterable[asyncio.Future[Any]], timeout: float = 1.0) -> None:
+async def finish(tasks: Iterable[asyncio.Future[Any]], timeout: float = 1.0) -> None:  # noqa: ASYNC109 - the bound is what it is for
     """Cancel ``tasks`` and wait for them, at most ``timeout`` seconds in all: a task that
     swallows its cancellation (some clients do, inside ``wait_for``) is cancelled again,
     and abandoned when the time is up, so a shutdown never hangs on one."""
