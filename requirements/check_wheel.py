@@ -30,7 +30,7 @@ import fastapi_tiered_cache as ftc
 from fastapi import FastAPI
 
 app = FastAPI()
-ftc.install(app, ftc.CacheSettings(secret_key="wheel-check-secret-key"))
+ftc.install(app, ftc.CacheSettings(secret_key="wheel-check-secret-key", openapi=True))
 
 
 @app.get("/items")
