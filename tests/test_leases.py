@@ -362,7 +362,10 @@ async def test_every_held_lease_is_renewed_by_one_sweeper_in_one_round_trip(
     assert holder._sweeper is not None  # one timer for all thirty
     await asyncio.sleep(1.6)  # past their first life: only renewals kept them
     assert all([await other.acquire(f"k{i}") is None for i in range(30)])
-    assert 1 <= len(renewals) <= 8  # one round trip per sweep, not one per lease
+    # One round trip per sweep, not one per lease: each of the thirty was renewed (the
+    # other fleet could take none), in fewer round trips than there are leases. How
+    # many sweeps it took depends on how far apart a loaded machine spread the acquires.
+    assert 1 <= len(renewals) < len(leases)
     for lease in leases:
         assert lease is not None
         await holder.release(lease)
