@@ -2,7 +2,8 @@
 
 It is built from ``CacheSettings`` (or given objects directly, so tests and code-first
 users need no environment): the two tiers, the key builder, the identity and tenant
-resolvers and the route rules. It holds no per-request state.
+resolvers and the route rules. It holds no per-request state. What users call on it to
+purge and to keep data is in ``api.py`` (it only hands off to ``purges`` and ``data``).
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
 from . import lifecycle
+from .api import DataAPI, InvalidationAPI
 from .bus import Coherence, InvalidationBus
 from .credentials import CredentialRules
-from .data import DataCache, Principal, Seconds, beta_of, seconds_of
+from .data import DataCache
 from .entry import CachedResponse
 from .fleet import FleetReporter
 from .flights import HitForMiss, SingleFlight
@@ -53,7 +55,7 @@ __all__ = ["TieredCache"]
 logger = logging.getLogger("fastapi_tiered_cache")
 
 
-class TieredCache:
+class TieredCache(InvalidationAPI, DataAPI):
     """The cache: tiers, keys and identity, configured by ``settings``.
 
     - ``settings``: a ``CacheSettings``; read from the environment when omitted.
@@ -363,133 +365,3 @@ class TieredCache:
     def tenant_label(self, tenant: str | None) -> str:
         """How a tenant id appears in keys and indexes (None: the default tenant)."""
         return self.identifier.label(tenant)
-
-    # -- the invalidation API (purges.Purges) ---------------------------------------------
-    async def invalidate_path(
-        self, path: str, *, tenant: str | None = None, soft: bool = False
-    ) -> int:
-        """Purge every variant and identity scope stored for ``path`` (query strings too);
-        returns how many entries were purged. ``soft`` marks them stale instead."""
-        return await self.purges.path(path, tenant=tenant, soft=soft)
-
-    async def invalidate_prefix(
-        self, prefix: str, *, tenant: str | None = None, soft: bool = False
-    ) -> int:
-        """Purge ``prefix`` and every path below it (by whole segments: ``/a`` not ``/ab``)."""
-        return await self.purges.prefix(prefix, tenant=tenant, soft=soft)
-
-    async def invalidate_tags(
-        self, *tags: str, tenant: str | None = None, soft: bool = False
-    ) -> int:
-        """Purge every response and data entry carrying any of ``tags`` (surrogate keys)."""
-        return await self.purges.tags(*tags, tenant=tenant, soft=soft)
-
-    async def invalidate_tenant(self, tenant: str | None) -> None:
-        """Purge a whole tenant in O(1): its generation counter moves on."""
-        await self.purges.tenant(tenant)
-
-    async def invalidate_identity(
-        self,
-        *,
-        principal: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        tenant: str | None = None,
-    ) -> None:
-        """Purge one identity's scope in O(1), named by principal or by its credentials."""
-        await self.purges.identity(principal=principal, headers=headers, tenant=tenant)
-
-    async def invalidate_all(self) -> None:
-        """Purge everything in O(1): the global generation counter moves on."""
-        await self.purges.all()
-
-    async def invalidate_request(
-        self,
-        method: str,
-        url: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        tenant: str | None = None,
-    ) -> int:
-        """Purge the entry one request would be served (its tenant, scope and variant);
-        returns how many entries were deleted (0: nothing was stored for it)."""
-        return await self.purges.request(method, url, headers=headers, tenant=tenant)
-
-    async def lookup(
-        self,
-        url: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        tenant: str | None = None,
-    ) -> CachedResponse | None:
-        """What is stored for a GET of ``url`` by a client sending ``headers``."""
-        return await self.purges.lookup(url, headers=headers, tenant=tenant)
-
-    # -- the data API (data.py; @cached in decorators.py) --------------------------------
-    async def get(
-        self,
-        key: str,
-        default: Any = None,
-        *,
-        as_type: Any = None,
-        principal: Principal = None,
-        tenant: str | None = None,
-    ) -> Any:
-        """The value stored under ``key``, or ``default`` when absent, expired or unreadable
-        (Redis down included). ``as_type`` (a model, ``list[Model]``, ...) validates it
-        into that type; without it, plain msgpack data (dicts, lists, str, ...).
-        ``principal`` / ``tenant``: the scope it was stored in."""
-        return await self.data.get(key, default, as_type, principal, tenant)
-
-    async def set(
-        self,
-        key: str,
-        value: Any,
-        ttl: Seconds | None = None,
-        *,
-        tags: Iterable[str] = (),
-        as_type: Any = None,
-        principal: Principal = None,
-        tenant: str | None = None,
-    ) -> None:
-        """Store ``value`` for ``ttl`` seconds (``default_ttl`` when omitted; 0 deletes) in
-        both tiers; every worker drops its older L1 copy. Raises ``ValueNotSerializable``
-        for a value msgpack cannot hold; never for Redis."""
-        seconds = self.settings.default_ttl if ttl is None else seconds_of(ttl)
-        await self.data.set(key, value, seconds, tags, principal, tenant, as_type)
-
-    async def delete(
-        self, key: str, *, principal: Principal = None, tenant: str | None = None
-    ) -> None:
-        """Remove ``key`` from both tiers and every worker's L1."""
-        await self.data.delete(key, principal, tenant)
-
-    async def get_or_set(
-        self,
-        key: str,
-        factory: Callable[[], Awaitable[Any]],
-        ttl: Seconds | None = None,
-        *,
-        tags: Iterable[str] = (),
-        stale_while_revalidate: Seconds | None = None,
-        stale_if_error: Seconds | None = None,
-        early_refresh: float | None = None,
-        as_type: Any = None,
-        principal: Principal = None,
-        tenant: str | None = None,
-    ) -> Any:
-        """The value under ``key``; when there is none, ``await factory()`` once (in this
-        process and across the fleet), store it and return it. Typed as ``as_type``, else
-        as the factory's annotated return type, else plain data."""
-        seconds = self.settings.default_ttl if ttl is None else seconds_of(ttl)
-        return await self.data.get_or_set(
-            key,
-            factory,
-            seconds,
-            tags,
-            seconds_of(stale_while_revalidate, "stale_while_revalidate"),
-            seconds_of(stale_if_error, "stale_if_error"),
-            beta_of(early_refresh),
-            as_type,
-            principal,
-            tenant,
-        )

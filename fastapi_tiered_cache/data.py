@@ -22,18 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import hashlib
 import inspect
 import logging
-import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from .api import Principal
 from .entry import DataEntry
 from .exceptions import DecodeError, StoreUnavailable
-from .fields import parse_duration
 from .flights import SingleFlight
 from .identity import DEFAULT_TENANT, Identity, scope_for, tenant_label
 from .invalidation import tag_index
@@ -49,39 +47,12 @@ if TYPE_CHECKING:
 
     from .cache import TieredCache
 
-__all__ = ["MAX_SECONDS", "DataCache", "Principal", "Seconds", "beta_of", "seconds_of"]
+__all__ = ["DataCache"]
 
 logger = logging.getLogger("fastapi_tiered_cache")
 _EVERYONE = Identity()  # the default tenant, anonymous: what nothing scoped is kept in
 
-Seconds = float | dt.timedelta | str
-Principal = str | Identity | None
 _MEMO_SIZE = 4096
-MAX_SECONDS = 10 * 365 * 24 * 3600.0  # ten years: more than Redis expiries need, and finite
-
-
-def seconds_of(value: Seconds | None, what: str = "ttl") -> float:
-    """Seconds from a number, a ``timedelta`` or a duration as settings take it (``"5m"``,
-    ``"1h30m"``); ``ValueError`` unless 0 to ``MAX_SECONDS``."""
-    if value is None:
-        return 0.0
-    try:
-        seconds = float(parse_duration(value))
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{what} must be seconds, a timedelta or a duration such as '5m', got {value!r}"
-        ) from None
-    if not 0 <= seconds <= MAX_SECONDS:  # also refuses NaN and infinities
-        raise ValueError(f"{what} must be 0 to {MAX_SECONDS:.0f} seconds, got {value!r}")
-    return seconds
-
-
-def beta_of(value: float | None) -> float:
-    """XFetch's beta (0: no early refresh); ``ValueError`` unless a finite number >= 0."""
-    beta = 0.0 if value is None else float(value)
-    if not 0 <= beta < math.inf:
-        raise ValueError(f"early_refresh must be a finite number >= 0, got {value!r}")
-    return beta
 
 
 class DataCache:

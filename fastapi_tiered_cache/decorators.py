@@ -14,9 +14,9 @@ import string
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import ParamSpec, TypeVar
 
+from .api import Seconds, beta_of, seconds_of
 from .cache import TieredCache
 from .cached_function import CachedFunction
-from .data import Seconds, beta_of, seconds_of
 
 __all__ = ["CachedFunction", "cached"]  # CachedFunction: cached_function.py
 

@@ -168,13 +168,11 @@ async def bad_builder() -> None: ...
 """
 
 
-def test_mypy_checks_the_decorators(tmp_path: Path) -> None:
-    source = tmp_path / "snippet.py"
+def test_mypy_checks_the_decorators(tmp_path: Path, mypy_cache: Path) -> None:
+    source = tmp_path / "policy_snippet.py"
     source.write_text(textwrap.dedent(SNIPPET))
 
-    out, _, status = mypy_api.run(
-        ["--strict", "--no-incremental", "--cache-dir", str(tmp_path / "cache"), str(source)]
-    )
+    out, _, status = mypy_api.run(["--strict", "--cache-dir", str(mypy_cache), str(source)])
     # What the user's code is told; the package itself is type-checked by `tox -e typecheck`
     # (here its third-party stubs may be missing, which says nothing of the signatures).
     errors = [

@@ -39,13 +39,11 @@ async def use() -> None:
 """
 
 
-def test_mypy_sees_the_signature_through_the_decorator(tmp_path: Path) -> None:
-    source = tmp_path / "snippet.py"
+def test_mypy_sees_the_signature_through_the_decorator(tmp_path: Path, mypy_cache: Path) -> None:
+    source = tmp_path / "cached_snippet.py"
     source.write_text(textwrap.dedent(SNIPPET))
 
-    out, _, status = mypy_api.run(
-        ["--strict", "--no-incremental", "--cache-dir", str(tmp_path / "cache"), str(source)]
-    )
+    out, _, status = mypy_api.run(["--strict", "--cache-dir", str(mypy_cache), str(source)])
     # What the user's code is told; the package itself is type-checked by `tox -e typecheck`
     # (here its third-party stubs may be missing, which says nothing of the signatures).
     errors = [

@@ -1,4 +1,7 @@
-"""The console script, run for real: ``python -m fastapi_tiered_cache.cli`` in a subprocess."""
+"""The console script: run for real (``python -m fastapi_tiered_cache.cli`` in a subprocess)
+where the process matters (the entry point, ``routes`` importing an app, ``stats`` against a
+server, ``demo``), and ``main(argv)`` in this process for the rest (the same code, without
+half a second of interpreter start-up per case)."""
 
 from __future__ import annotations
 
@@ -141,7 +144,7 @@ def config_rows(stdout: str) -> dict[str, tuple[str, str]]:
     return rows
 
 
-def test_config_shows_sources_and_masks_secrets(workdir: Path) -> None:
+def test_config_shows_sources_and_masks_secrets(workdir: Path, cli: Invoke) -> None:
     (workdir / ".env").write_text("TIERED_CACHE_DEFAULT_TTL=42\nTIERED_CACHE_NAMESPACE=dotenv\n")
     env = {
         "TIERED_CACHE_NAMESPACE": "fromenv",
@@ -150,9 +153,9 @@ def test_config_shows_sources_and_masks_secrets(workdir: Path) -> None:
         "TIERED_CACHE_ADMIN_TOKEN": "admin-token-value",
         "TIERED_CACHE_RULES": '[{"path": "/p/*", "ttl": 5}]',
     }
-    result = run("config", env=env, cwd=workdir)
-    assert result.returncode == 0, result.stderr
-    rows = config_rows(result.stdout)
+    status, out, err = cli("config", env=env)
+    assert status == 0, err
+    rows = config_rows(out)
     assert rows["TIERED_CACHE_NAMESPACE"] == ("env", "fromenv")  # env beats .env
     assert rows["TIERED_CACHE_DEFAULT_TTL"] == (".env", "42")
     assert rows["TIERED_CACHE_L1_MAX_TTL"] == ("default", "30.0")
@@ -162,7 +165,7 @@ def test_config_shows_sources_and_masks_secrets(workdir: Path) -> None:
     assert rows["TIERED_CACHE_IDENTITY_RESOLVER"] == ("default", "unset")
     assert json.loads(rows["TIERED_CACHE_RULES"][1])[0]["ttl"] == 5
     for secret in ("super-secret-key", "redis-password", "admin-token-value"):
-        assert secret not in result.stdout + result.stderr
+        assert secret not in out + err
 
 
 def test_setting_sources_count_nested_variables() -> None:
@@ -190,14 +193,14 @@ def test_config_with_invalid_settings_exits_2(cli: Invoke) -> None:
     ids=["bad-value", "unknown-variable"],
 )
 def test_check_rejects_bad_settings_with_exit_2(
-    workdir: Path, env: dict[str, str], expected: str
+    cli: Invoke, env: dict[str, str], expected: str
 ) -> None:
-    result = run("check", env=env, cwd=workdir)
-    assert result.returncode == 2
-    line = one_error_line(result)
-    assert line.startswith("error: invalid cache settings")
-    assert expected in line
-    assert result.stdout == ""
+    status, out, err = cli("check", env=env)
+    assert status == 2
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: invalid cache settings")
+    assert expected in err
+    assert out == ""
 
 
 @pytest.mark.parametrize(
@@ -219,10 +222,10 @@ def test_check_reports_every_configuration_error_on_one_line(
     assert out == ""  # one verdict: never an "ok" before the error
 
 
-def test_check_without_redis_is_ok(workdir: Path) -> None:
-    result = run("check", cwd=workdir)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == [
+def test_check_without_redis_is_ok(cli: Invoke) -> None:
+    status, out, err = cli("check")
+    assert status == 0, err
+    assert out.splitlines() == [
         "ok: the cache can start (L1)",
         "  settings: valid",
         "  L1: in process, 10000 entries, 67108864 B",
@@ -230,31 +233,29 @@ def test_check_without_redis_is_ok(workdir: Path) -> None:
     ]
 
 
-def test_check_reports_unreachable_redis_with_exit_1(workdir: Path) -> None:
+def test_check_reports_unreachable_redis_with_exit_1(cli: Invoke) -> None:
     port = free_port()  # nothing listens there
     url = f"redis://:hunter2@127.0.0.1:{port}/0"
     started = time.monotonic()
-    result = run(
-        "check",
-        env={"TIERED_CACHE_REDIS_URL": url, "TIERED_CACHE_REDIS_CONNECT_TIMEOUT": "2"},
-        cwd=workdir,
+    status, out, err = cli(
+        "check", env={"TIERED_CACHE_REDIS_URL": url, "TIERED_CACHE_REDIS_CONNECT_TIMEOUT": "2"}
     )
-    assert result.returncode == 1
-    assert result.stdout == ""
-    line = one_error_line(result)
-    assert line.startswith("error: Redis is unreachable")
-    assert str(port) in line
-    assert "hunter2" not in result.stdout + result.stderr
+    assert status == 1
+    assert out == ""
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: Redis is unreachable")
+    assert str(port) in err
+    assert "hunter2" not in out + err
     assert time.monotonic() - started < 30
 
 
-def test_check_pings_a_reachable_redis(workdir: Path, redis_url: str) -> None:
-    result = run("check", env={"TIERED_CACHE_REDIS_URL": redis_url}, cwd=workdir)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+def test_check_pings_a_reachable_redis(cli: Invoke, redis_url: str) -> None:
+    status, out, err = cli("check", env={"TIERED_CACHE_REDIS_URL": redis_url})
+    assert status == 0, err
+    lines = out.splitlines()
     assert lines[0] == "ok: the cache can start (L1 + L2)"
     assert lines[-1].startswith("  L2: Redis answered PING in ")
-    assert result.stderr == ""
+    assert err == ""
 
 
 # -- routes ----------------------------------------------------------------------------
@@ -646,17 +647,19 @@ def test_purge_usage_errors_exit_2(cli: Invoke, args: list[str], expected: str) 
     assert len(err.splitlines()) == 1
 
 
-def test_purge_needs_redis(workdir: Path) -> None:
-    result = run("purge", "--all", cwd=workdir)
-    assert result.returncode == 2
-    assert "TIERED_CACHE_REDIS_URL is not set" in one_error_line(result)
+def test_purge_needs_redis(cli: Invoke) -> None:
+    status, _, err = cli("purge", "--all")
+    assert status == 2
+    assert len(err.splitlines()) == 1, err
+    assert "TIERED_CACHE_REDIS_URL is not set" in err
 
 
-def test_purge_with_unreachable_redis_exits_1(workdir: Path) -> None:
+def test_purge_with_unreachable_redis_exits_1(cli: Invoke) -> None:
     env = {"TIERED_CACHE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
-    result = run("purge", "--tag", "x", env=env, cwd=workdir)
-    assert result.returncode == 1
-    assert one_error_line(result).startswith("error: Redis is unreachable")
+    status, _, err = cli("purge", "--tag", "x", env=env)
+    assert status == 1
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: Redis is unreachable")
 
 
 async def test_purge_of_a_relative_url_resolves_it_against_the_origins_stored(

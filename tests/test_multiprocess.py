@@ -91,7 +91,7 @@ def _wait_for_workers(base_url: str, proc: subprocess.Popen[bytes]) -> set[str]:
     deadline = time.monotonic() + START_TIMEOUT
     seen: set[str] = set()
     limits = httpx.Limits(max_keepalive_connections=0)
-    with httpx.Client(base_url=base_url, timeout=2.0, limits=limits) as client:
+    with httpx.Client(base_url=base_url, timeout=2.0, limits=limits, verify=False) as client:
         while len(seen) < WORKERS:
             if proc.poll() is not None:
                 raise RuntimeError(f"uvicorn exited with {proc.returncode}")
@@ -155,7 +155,9 @@ async def run_load(base_url: str, seed: int = 20240611) -> Load:
         queue.put_nowait(operation)
     # No keep-alive: each request is accepted anew, so the load spreads over every worker.
     limits = httpx.Limits(max_keepalive_connections=0, max_connections=CONCURRENCY)
-    async with httpx.AsyncClient(base_url=base_url, timeout=10.0, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=10.0, limits=limits, verify=False
+    ) as client:
 
         async def runner() -> None:
             while not queue.empty():

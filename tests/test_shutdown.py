@@ -47,7 +47,9 @@ def _terminate_and_time(fleet: Fleet) -> float:
 
 def _use(fleet: Fleet) -> None:
     """Requests that start the lease listener, a renewal timer and fills."""
-    with httpx.Client(base_url=fleet.urls[0], headers={"host": "fleet.test"}) as client:
+    with httpx.Client(
+        base_url=fleet.urls[0], headers={"host": "fleet.test"}, verify=False
+    ) as client:
         for item in ("x", "y", "x"):
             assert client.get(f"/items/{item}").status_code == 200
 
@@ -128,7 +130,10 @@ def _wait_for_port(port: int, proc: subprocess.Popen[str]) -> None:
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the demo exited"
         try:
-            if httpx.get(f"http://{HOST}:{port}/products/1", timeout=2).status_code == 200:
+            if (
+                httpx.get(f"http://{HOST}:{port}/products/1", timeout=2, verify=False).status_code
+                == 200
+            ):
                 return
         except httpx.TransportError:
             time.sleep(0.05)

@@ -230,7 +230,7 @@ class Fleet:
         deadline = time.monotonic() + self.start_timeout
         pending = set(range(self.size))
         pids: dict[int, int] = {}
-        with httpx.Client(timeout=2.0) as client:
+        with httpx.Client(timeout=2.0, verify=False) as client:
             while pending:
                 for index in sorted(pending):
                     proc = self.procs[index]
@@ -272,7 +272,13 @@ def clients(fleet: Fleet, connections: int = 50) -> list[httpx.AsyncClient]:
     """One keep-alive client per process, each sending the public ``Host``."""
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     return [
-        httpx.AsyncClient(base_url=url, headers={"host": PUBLIC_HOST}, timeout=10.0, limits=limits)
+        httpx.AsyncClient(
+            base_url=url,
+            headers={"host": PUBLIC_HOST},
+            timeout=10.0,
+            limits=limits,
+            verify=False,
+        )
         for url in fleet.urls
     ]
 
