@@ -37,10 +37,17 @@ def load_check_wheel() -> ModuleType:
 
 
 def tox_pythons() -> list[str]:
+    """The Pythons the default tox run tests on: ``pyXY`` envs, and envs naming a
+    ``base_python`` (``lowest`` is 3.10)."""
     tox = configparser.ConfigParser()
     tox.read(ROOT / "tox.ini")
-    envs = [env.strip() for env in tox["tox"]["env_list"].split(",")]
-    return [f"3.{env[3:]}" for env in envs if re.fullmatch(r"py3\d+", env)]
+    pythons = set()
+    for env in (env.strip() for env in tox["tox"]["env_list"].split(",")):
+        if re.fullmatch(r"py3\d+", env):
+            pythons.add(f"3.{env[3:]}")
+        elif (base := tox.get(f"testenv:{env}", "base_python", fallback="")).startswith("python3"):
+            pythons.add(base.removeprefix("python"))
+    return sorted(pythons, key=lambda version: tuple(map(int, version.split("."))))
 
 
 def test_the_readme_install_line_installs_this_project() -> None:
