@@ -9,9 +9,9 @@ process computes with in-process coalescing only (``flights``).
 The lease is usually taken by the lookup that found nothing, in the same round trip
 (``RedisStore.lookup``), and released with the store (``release_command``, run as one
 script with the fill by ``stores.scripts.run_scripts``), so a miss costs no round trip of
-its own for it. Nothing here raises ``RedisError``, and every
-Redis command runs through a ``Runner``: the cache's store, whose budget abandons a command
-slow to cancel and whose breaker counts it.
+its own for it. The wake-up subscription is ``lease_wakeups.WakeUps``. Nothing here
+raises ``RedisError``, and every Redis command runs through a ``Runner``: the cache's
+store, whose budget abandons a command slow to cancel and whose breaker counts it.
 """
 
 from __future__ import annotations
@@ -19,23 +19,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
 
 from .exceptions import StoreUnavailable
+from .lease_wakeups import WakeUps
 from .stores import scripts
 from .stores.base import Runner, TimeoutRunner
-from .tasks import finish, raise_if_cancelled, within
+from .tasks import finish, within
 
 __all__ = ["FleetLease", "Lease"]
 
-logger = logging.getLogger("fastapi_tiered_cache")
 T = TypeVar("T")
 
 # Compare-and-set by token, so a holder whose lease expired can never touch a newer one.
@@ -129,17 +127,22 @@ class FleetLease:
         self._release_script = client.register_script(_RELEASE)
         self._wait_script = client.register_script(_WAIT)
         self._always_wake = isinstance(client, RedisCluster)
-        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         # Held leases by token, with when each is next due for renewal: one sweeper per
         # loop renews every lease due in one pipeline (a miss arms no timer of its own).
         self._held: dict[str, tuple[Lease, float]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._renewing: asyncio.Task[None] | None = None
         self._releases: set[asyncio.Task[None]] = set()
-        self._listener: asyncio.Task[None] | None = None
-        self._subscribed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self.wakeups = WakeUps(
+            client,
+            self.channel,
+            timeout=timeout,
+            recheck=self._recheck,
+            on_error=self._count_error,
+            closed=lambda: self._closed,
+        )
 
     def _lease_key(self, key: str) -> str:
         return f"{self.namespace}:lease:{key}"
@@ -276,13 +279,13 @@ class FleetLease:
         deadline = loop.time() + (self.wait if timeout is None else timeout)
         self._listen()
         woken: asyncio.Future[None] = loop.create_future()
-        self._waiters.setdefault(key, set()).add(woken)
+        self.wakeups.add(key, woken)
         try:
             # A wake-up published before our SUBSCRIBE is active would be lost (until the
             # re-check), so be subscribed before looking at the lease: acquire() started it.
             with contextlib.suppress(asyncio.TimeoutError):
                 budget = max(0.0, min(self.timeout, deadline - loop.time()))
-                await within(self._subscribed.wait(), budget)
+                await within(self.wakeups.subscribed.wait(), budget)
             while True:
                 try:
                     held = await self._call(lambda: self._still_held(key), "lease EXISTS")
@@ -298,11 +301,7 @@ class FleetLease:
                 if woken.done():
                     return not woken.cancelled()
         finally:
-            waiters = self._waiters.get(key)
-            if waiters is not None:
-                waiters.discard(woken)
-                if not waiters:
-                    del self._waiters[key]
+            self.wakeups.discard(key, woken)
 
     async def _still_held(self, key: str) -> Any:
         if self._always_wake:
@@ -318,31 +317,24 @@ class FleetLease:
         tasks: list[asyncio.Task[None]] = [*self._releases]
         if self._renewing is not None:
             tasks.append(self._renewing)
-        if self._listener is not None:
-            tasks.append(self._listener)
+        if self.wakeups.listener is not None:
+            tasks.append(self.wakeups.listener)
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
         self._held.clear()
-        for waiters in self._waiters.values():
-            for woken in waiters:
-                woken.cancel()
+        self.wakeups.cancel_all()
         await finish(tasks)
 
     async def _call(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
         try:
             return await self.run(operation, what)
         except StoreUnavailable:
-            self.errors += 1
+            self._count_error()
             raise
 
-    async def _subscribe_call(self, operation: Awaitable[T], budget: float) -> T:
-        # The subscription's own connection, outside the request path: a plain deadline.
-        try:
-            return await within(operation, budget)
-        except (asyncio.TimeoutError, RedisError, OSError) as exc:
-            self.errors += 1
-            raise StoreUnavailable(f"lease: {type(exc).__name__}: {exc}") from exc
+    def _count_error(self) -> None:
+        self.errors += 1
 
     async def _renew(self, due: list[Lease]) -> None:
         """Renew every lease in ``due`` in one round trip (compare-and-set by token)."""
@@ -372,57 +364,12 @@ class FleetLease:
         if self._loop is not loop:
             # Used from a new event loop (a test client's, say): the old loop's listener,
             # renewals and waiters died with it.
-            self._loop, self._listener, self._subscribed = loop, None, asyncio.Event()
-            self._waiters.clear()
+            self._loop = loop
+            self.wakeups.reset()
             self._held.clear()
             self._sweeper = self._renewing = None
             self._releases.clear()
 
     def _listen(self) -> None:
         self._bind()
-        if self._listener is None and not self._closed:
-            self._listener = asyncio.ensure_future(self._subscription())
-
-    async def _subscription(self) -> None:
-        """The process's one pub/sub connection; re-made after any failure."""
-        # A cancel() can be swallowed by a client (see tasks.py): the closed flag and the
-        # task's pending cancellations, not the CancelledError alone, end these loops.
-        while not self._closed:
-            raise_if_cancelled()
-            pubsub: Any = None
-            budget = max(self.timeout, self._recheck)
-            try:
-                # A Cluster client routes SUBSCRIBE by slot, so needs its slot map first.
-                await self._subscribe_call(self.client.initialize(), budget)
-                pubsub = self.client.pubsub()
-                await self._subscribe_call(pubsub.subscribe(self.channel), budget)
-                while not self._closed:
-                    raise_if_cancelled()
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is not None:
-                        self._dispatch(message)
-            except (StoreUnavailable, RedisError, OSError, asyncio.TimeoutError):
-                raise_if_cancelled()
-                self.errors += 1
-            except Exception:  # e.g. a client without pub/sub: never let the listener die
-                raise_if_cancelled()
-                self.errors += 1
-                logger.warning("lease wake-up subscription failed", exc_info=True)
-            finally:
-                self._subscribed.clear()
-                if pubsub is not None:
-                    with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
-                        await within(pubsub.aclose(), self.timeout)
-            if not self._closed:
-                # Waiters fall back to their periodic re-check until we are back.
-                await asyncio.sleep(self._recheck)
-
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        if message["type"] == "subscribe":
-            self._subscribed.set()
-        elif message["type"] == "message":
-            data = message["data"]
-            key = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
-            for woken in self._waiters.pop(key, ()):
-                if not woken.done():
-                    woken.set_result(None)
+        self.wakeups.listen()

@@ -168,7 +168,7 @@ async def test_the_lease_subscription_ends_when_its_client_drops_the_cancel() ->
     fleet = FleetLease(_Client(_PubSub(answer)), namespace="tasks")
     fleet._listen()
     await asyncio.sleep(0.1)  # subscribed: reads drop every cancellation
-    task = fleet._listener
+    task = fleet.wakeups.listener
     assert task is not None and not task.done()
     task.cancel()
     done, _ = await asyncio.wait({task}, timeout=0.5)
