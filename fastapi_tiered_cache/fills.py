@@ -19,7 +19,7 @@ from .codec import encode
 from .entry import Record
 from .exceptions import StoreUnavailable
 from .markers import FILL, INDEX_CHECK, MARKER_TTL, FillStart, marker_key, raced
-from .stores import scripts
+from .stores import batching
 
 if TYPE_CHECKING:
     from .invalidation import Invalidator
@@ -141,7 +141,7 @@ class Fills:
         if all(name == "eval" for name, _ in then):
             # One script, one command (the lease's release after the store, atomically):
             # half the client's work of a pipeline of two.
-            run = partial(scripts.run_scripts, invalidator.client, commands)
+            run = partial(batching.run_scripts, invalidator.client, commands)
         else:
             run = partial(invalidator.pipeline, commands)
         replies = await invalidator.run(run, "fill", 2)

@@ -8,7 +8,7 @@ process computes with in-process coalescing only (``flights``).
 
 The lease is usually taken by the lookup that found nothing, in the same round trip
 (``RedisStore.lookup``), and released with the store (``release_command``, run as one
-script with the fill by ``stores.scripts.run_scripts``), so a miss costs no round trip of
+script with the fill by ``stores.batching.run_scripts``), so a miss costs no round trip of
 its own for it. The wake-up subscription is ``lease_wakeups.WakeUps``. Nothing here
 raises ``RedisError``, and every Redis command runs through a ``Runner``: the cache's
 store, whose budget abandons a command slow to cancel and whose breaker counts it.

@@ -31,7 +31,14 @@ from typing import Any
 
 from redis.commands.core import AsyncScript
 
-__all__ = ["PerLoopClient", "asyncio_running", "background_task", "ours", "warn_not_asyncio"]
+__all__ = [
+    "PerLoopClient",
+    "asyncio_running",
+    "background_task",
+    "ours",
+    "running_client",
+    "warn_not_asyncio",
+]
 
 logger = logging.getLogger("fastapi_tiered_cache")
 _warned: list[bool] = []
@@ -71,6 +78,12 @@ def warn_not_asyncio() -> None:
             " refreshes are off under this event loop; L1 and in-process coalescing work",
             extra={"event": "not_asyncio"},
         )
+
+
+def running_client(client: Any) -> Any:
+    """The client that serves the running loop: ``client`` itself, or, behind a
+    ``PerLoopClient``, the running loop's (``type``, which its ``__class__`` cannot fool)."""
+    return client.current() if type(client) is PerLoopClient else client
 
 
 class _Binding:

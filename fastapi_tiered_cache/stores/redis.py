@@ -44,9 +44,9 @@ from ..codec import decode, encode
 from ..entry import Record
 from ..exceptions import DecodeError, Overloaded, StoreTimeout, StoreUnavailable
 from ..metrics import Event
+from .batching import execute
 from .budget import Driven, Flight, Handover, LoopBudget, drive, still_cancelled, uncancel
 from .connect import build_client as connect  # standalone, cluster or sentinel
-from .scripts import evalsha
 
 __all__ = ["RedisStore", "connect"]
 
@@ -210,7 +210,7 @@ class RedisStore:
         return StoreTimeout(f"redis {what}: no answer within {timeout}s")
 
     async def get(self, key: str) -> Record | None:
-        data = await self._run(lambda: self.client.get(key), "GET")
+        data = await self._run(lambda: execute(self.client, ("get", (key,))), "GET")
         return None if data is None else await self._decoded(key, data)
 
     async def lookup(
@@ -225,7 +225,7 @@ class RedisStore:
         keys = (key,) if lease is None else (key, lease[0])
         args = () if lease is None else (lease[1], lease[2])
         found, payload, now = await self._run(
-            lambda: evalsha(self.client, _LOOKUP, keys, args), "GET+time"
+            lambda: execute(self.client, ("eval", (_LOOKUP, len(keys), *keys, *args))), "GET+time"
         )
         if found:
             return await self._decoded(key, payload), None, int(now)

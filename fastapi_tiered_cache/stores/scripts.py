@@ -22,7 +22,9 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
-__all__ = ["Command", "combine", "evalsha", "pipeline", "run_scripts", "sha_of"]
+from .loops import running_client
+
+__all__ = ["Command", "combine", "evalsha", "pipeline", "sha_of"]
 
 Command = tuple[str, tuple[Any, ...]]  # a client method name and its arguments
 _SHAS: dict[str, str] = {}
@@ -45,8 +47,7 @@ def _noscript(reply: Any) -> bool:
 
 
 def _sent(client: Any) -> set[str]:
-    current = getattr(client, "current", None)
-    target = current() if current is not None else client
+    target = running_client(client)
     try:
         sent = _SENT.get(target)
         if sent is None:
@@ -70,9 +71,12 @@ async def evalsha(client: Any, script: str, keys: Sequence[Any], args: Sequence[
     return reply
 
 
-async def pipeline(client: Any, commands: Sequence[Command]) -> list[Any]:
+async def pipeline(
+    client: Any, commands: Sequence[Command], *, raise_on_error: bool = True
+) -> list[Any]:
     """Run ``commands`` in one non-transactional pipeline, scripts by SHA once sent; raises
-    the first error a command answered, as ``execute()`` does."""
+    the first error a command answered, as ``execute()`` does (or, without
+    ``raise_on_error``, returns each command's error in place of its reply)."""
     # redis-py before 8.2 refuses EVALSHA in a cluster's pipeline: there, scripts go by text.
     sent = set() if isinstance(client, RedisCluster) else _sent(client)
     first: list[str] = []
@@ -96,9 +100,10 @@ async def pipeline(client: Any, commands: Sequence[Command]) -> list[Any]:
             getattr(again, name)(*args)
         for i, reply in zip(missing, await again.execute(raise_on_error=False), strict=True):
             replies[i] = reply
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
+    if raise_on_error:
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
     return replies
 
 
@@ -150,13 +155,3 @@ def combine(commands: Sequence[Command]) -> tuple[str, list[Any], list[Any]]:
         counts += [numkeys, len(rest) - numkeys]
     scripts = tuple(command[1][0] for command in commands)
     return _combined(scripts), keys, [len(commands), *counts, *args]
-
-
-async def run_scripts(client: Any, commands: Sequence[Command]) -> list[Any]:
-    """Run ``commands`` (scripts only, every key on one server) in one round trip and one
-    command: their replies, as ``pipeline`` would give them."""
-    if len(commands) == 1:
-        _, (script, numkeys, *rest) = commands[0]
-        return [await evalsha(client, script, rest[:numkeys], rest[numkeys:])]
-    script, keys, args = combine(commands)
-    return list(await evalsha(client, script, keys, args))

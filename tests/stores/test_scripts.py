@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from fastapi_tiered_cache import CacheSettings, TieredCache
-from fastapi_tiered_cache.stores import scripts
+from fastapi_tiered_cache.stores import batching, scripts
 
 from ..helpers import make_cache
 
@@ -146,11 +146,11 @@ async def test_scripts_of_one_round_trip_run_as_one_command(redis_url: str) -> N
     try:
         await client.delete("a", "missing")
         Counting.sent.clear()
-        assert await scripts.run_scripts(client, commands) == [[b"a", b"x"], None, [2, 2, b"x"]]
-        assert await scripts.run_scripts(client, commands[1:2]) == [None]
+        assert await batching.run_scripts(client, commands) == [[b"a", b"x"], None, [2, 2, b"x"]]
+        assert await batching.run_scripts(client, commands[1:2]) == [None]
         assert Counting.sent in (["EVAL", "EVAL"], ["EVALSHA", "EVALSHA"], ["EVAL", "EVALSHA"])
         Counting.sent.clear()
-        assert await scripts.run_scripts(client, commands) == [[b"a", b"x"], None, [2, 2, b"x"]]
+        assert await batching.run_scripts(client, commands) == [[b"a", b"x"], None, [2, 2, b"x"]]
         assert Counting.sent == ["EVALSHA"]
     finally:
         await client.aclose()
