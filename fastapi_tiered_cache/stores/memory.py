@@ -82,6 +82,10 @@ class _Usage:
         self.bytes = 0
 
 
+_TOUCH_EVERY = 16
+_TOUCH_MASK = _TOUCH_EVERY - 1
+
+
 class MemoryStore:
     """An in-process store; ``max_bytes`` counts body, headers and a fixed overhead per entry.
 
@@ -140,7 +144,7 @@ class MemoryStore:
         usage = self._tenants.get(tenant)
         return (0, 0) if usage is None else (len(usage.keys), usage.bytes)
 
-    TOUCH_EVERY = 16  # hits per LRU refresh (a power of two)
+    TOUCH_EVERY = _TOUCH_EVERY  # hits per LRU refresh (a power of two)
 
     def lookup(self, key: str) -> Record | None:
         """Synchronous get: the L1 hit path never awaits."""
@@ -150,8 +154,8 @@ class MemoryStore:
         if slot[1] <= self._timer():
             self._cache.expire()  # drops it (and every other expired entry) everywhere
             return None
-        self._hits += 1
-        if not self._hits & (self.TOUCH_EVERY - 1):
+        hits = self._hits = self._hits + 1
+        if not hits & _TOUCH_MASK:
             self._cache.get(key)  # refresh its LRU position
         return slot[0]
 
