@@ -274,6 +274,9 @@ class DataCache:
                 stored = await invalidator.fills.fill([(key, entry, life)], key, names, start, then)
             except StoreUnavailable:
                 released, stored = False, True  # counted by the store; L1 alone keeps it
+            else:
+                if stored:
+                    cache.store.residents.note(key, life)  # its next lookup: a GET
             if not stored:
                 return released
         cache.record(Event.STORE, route=entry.route, tenant=tenant)

@@ -198,21 +198,33 @@ def commands() -> dict[str, int]:
     return counts
 
 
-async def test_an_l2_hit_is_one_get_and_a_miss_at_most_four_commands(redis_url: str) -> None:
-    client = aioredis.Redis.from_url(redis_url, connection_class=Counting)
-    cache = make_cache(redis=client, redis_timeout=1.0, l1_max_entries=0)
+def _loader(cache: TieredCache) -> Any:
+    """The same ``@cached`` function (one key space) on ``cache``: another process's."""
 
     @cached(ttl=60, tags=["product:{product_id}"], cache=cache)
     async def load(product_id: int) -> Product:
         return Product(id=product_id, name="n", tags=[])
 
+    return load
+
+
+async def _warm(cache: TieredCache) -> None:
+    await cache.set("warm", 1)  # connections open, generations known, scripts loaded
+    for _ in range(500):  # and the bus heard: the generations are trusted
+        if cache.bus is not None and cache.bus.healthy:
+            break
+        await asyncio.sleep(0.01)
+    await cache.get("warm")
+
+
+async def test_an_l2_hit_is_one_get_and_a_miss_at_most_four_commands(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url, connection_class=Counting)
+    cache = make_cache(redis=client, redis_timeout=1.0, l1_max_entries=0)
+    other = make_cache(redis=client, redis_timeout=1.0, l1_max_entries=0)  # another worker
+    load, load_elsewhere = _loader(cache), _loader(other)
     try:
-        await cache.set("warm", 1)  # connections open, generations known, scripts loaded
-        for _ in range(500):  # and the bus heard: the generations are trusted
-            if cache.bus is not None and cache.bus.healthy:
-                break
-            await asyncio.sleep(0.01)
-        await cache.get("warm")
+        await _warm(cache)
+        await _warm(other)
         await load(0)  # the lookup script loaded
         commands()
         await load(1)
@@ -221,17 +233,58 @@ async def test_an_l2_hit_is_one_get_and_a_miss_at_most_four_commands(redis_url: 
         hit_through_load = commands()
         await cache.get("warm")
         hit_through_get = commands()
+        assert await load_elsewhere(1) == Product(id=1, name="n", tags=[])
+        first_hit_elsewhere = commands()
+        await load_elsewhere(1)
+        next_hit_elsewhere = commands()
     finally:
         await cache.close()
+        await other.close()
         await client.aclose()
 
     # EVALSHA (lookup, time and lease), then one script storing the value and its indexes
     # unless a purge raced it, with the lease's release in the same pipeline.
     assert sum(miss.values()) <= 4, miss
-    # One command per L2 hit: the read-through's lookup (which also says the time and
-    # would take the lease on a miss), or get's plain GET.
-    assert hit_through_load == {"EVALSHA": 1}, hit_through_load
+    # One command per L2 hit: a plain GET for a key this process saw in L2 a moment ago
+    # (it stored it), as for get; the lookup script (which also says the time and would
+    # take the lease on a miss) for a key it knows nothing of, then GET.
+    assert hit_through_load == {"GET": 1}, hit_through_load
     assert hit_through_get == {"GET": 1}, hit_through_get
+    assert first_hit_elsewhere == {"EVALSHA": 1}, first_hit_elsewhere
+    assert next_hit_elsewhere == {"GET": 1}, next_hit_elsewhere
+
+
+async def test_a_key_purged_elsewhere_is_looked_up_again_with_the_lease(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url, connection_class=Counting)
+    cache = make_cache(redis=client, redis_timeout=1.0, l1_max_entries=0)
+    other = make_cache(redis=client, redis_timeout=1.0, l1_max_entries=0)
+    runs: list[int] = []
+
+    def counted(target: TieredCache) -> Any:
+        @cached(ttl=60, tags=["product:{product_id}"], cache=target)
+        async def load(product_id: int) -> Product:
+            runs.append(product_id)
+            return Product(id=product_id, name=f"v{len(runs)}", tags=[])
+
+        return load
+
+    load = counted(cache)
+    try:
+        await _warm(cache)
+        await _warm(other)
+        assert (await load(7)).name == "v1"  # stored: this process expects it in L2
+        await other.invalidate_tags("product:7")  # another worker purges it
+        commands()
+        assert (await load(7)).name == "v2"  # the GET misses: the full lookup, the origin
+        after_purge = commands()
+        assert (await load(7)).name == "v2"
+        assert commands() == {"GET": 1}
+    finally:
+        await cache.close()
+        await other.close()
+        await client.aclose()
+    assert runs == [7, 7]
+    assert after_purge.get("GET") == 1 and after_purge.get("EVALSHA", 0) >= 2, after_purge
 
 
 # -- faults --------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from .breaker import CircuitBreaker
 from .loops import asyncio_running, warn_not_asyncio
 from .memory import MemoryStore
 from .redis import RedisStore
+from .residents import Residents
 
 __all__ = ["Lookup", "Tier", "TieredStore"]
 
@@ -123,6 +124,7 @@ class TieredStore:
         self.faults = 0
         self.short_circuits = 0
         self.purges = 0
+        self.residents = Residents(clock=clock)  # keys seen in L2: looked up by GET
 
     @property
     def l1_max_ttl(self) -> float:
@@ -243,7 +245,15 @@ class TieredStore:
     ) -> Record | None:
         """Promote an L2 hit into L1, unless a purge was heard meanwhile: the reply may
         have left Redis before the purge while its bus message was handled first."""
-        if record is not None and self.l1 is not None and self.purges == purges:
+        if record is None:
+            return None
+        life = (
+            record.remaining_life(self.clock())
+            if isinstance(record, CachedResponse)
+            else self.coherence.l1_max_ttl  # a Vary pointer lives as long as its entries
+        )
+        self.residents.note(key, life)
+        if self.l1 is not None and self.purges == purges:
             ttl = self._l1_ttl(record, None, read_at)
             if ttl > 0:
                 self.l1.put(key, record, ttl)
@@ -269,10 +279,19 @@ class TieredStore:
         if read_at is None:
             read_at = self.coherence.timer()
         l2, purges = self.l2, self.purges
-        if not isinstance(l2, RedisStore):
+        if not isinstance(l2, RedisStore) or self.residents.likely(key):
+            # Seen in L2 a moment ago: most likely a hit, which a plain GET answers.
+            failed = self.faults + self.short_circuits
             record = await self._remote(lambda store: store.get(key), None)
             found = self._looked_up(key, record, read_at, purges)
-            return Lookup(None if found is None else (found, Tier.L2), read_at=read_at)
+            if (
+                found is not None
+                or not isinstance(l2, RedisStore)
+                or self.faults + self.short_circuits != failed  # L2 failed: a miss
+            ):
+                return Lookup(None if found is None else (found, Tier.L2), read_at=read_at)
+            self.residents.forget(key)  # gone: the full lookup (time, lease) follows
+            read_at, purges = self.coherence.timer(), self.purges
         answer = await self._remote(lambda _: l2.lookup(key, lease), None)
         record, won, server_us = answer if answer is not None else (None, None, None)
         found = self._looked_up(key, record, read_at, purges)
@@ -288,7 +307,12 @@ class TieredStore:
                 self.l1.put(key, record, ttl)
 
     async def set_remote(self, key: str, record: Record, ttl: float) -> None:
-        await self._remote(lambda l2: l2.set(key, record, ttl), None)
+        async def stored(l2: Store) -> bool:
+            await l2.set(key, record, ttl)
+            return True
+
+        if await self._remote(stored, False):
+            self.residents.note(key, ttl)
 
     async def set(self, key: str, record: Record, ttl: float) -> None:
         self.set_local(key, record, ttl)
@@ -299,8 +323,9 @@ class TieredStore:
 
     async def delete_many(self, keys: Iterable[str]) -> None:
         batch = list(keys)
-        if self.l1 is not None:
-            for key in batch:
+        for key in batch:
+            self.residents.forget(key)
+            if self.l1 is not None:
                 self.l1.discard(key)
         if batch:
             await self._remote(lambda l2: l2.delete_many(batch), None)
