@@ -177,13 +177,29 @@ def dump(value: Any, adapter: TypeAdapter[Any] | None = None) -> bytes:
     return pack(value)
 
 
+# Decoded datetimes by their stored bytes: a datetime is immutable, and every hit of an
+# entry decodes the same few again (a model's ``created``, ``updated``).
+_MOMENTS: dict[bytes, dt.datetime] = {}
+
+
+def _datetime(data: bytes) -> dt.datetime:
+    moment = _MOMENTS.get(data)
+    if moment is None:
+        if b"|" not in data:
+            moment = dt.datetime.fromisoformat(data.decode())
+        else:
+            text, offset, fold = data.split(b"|")
+            moment = dt.datetime.fromisoformat(text.decode())
+            moment = moment.replace(tzinfo=_zone(offset), fold=int(fold))
+        if len(_MOMENTS) >= 4096:
+            _MOMENTS.clear()
+        _MOMENTS[data] = moment
+    return moment
+
+
 def _ext(code: int, data: bytes) -> Any:
     if code == _DATETIME:
-        if b"|" not in data:
-            return dt.datetime.fromisoformat(data.decode())
-        text, offset, fold = data.split(b"|")
-        moment = dt.datetime.fromisoformat(text.decode())
-        return moment.replace(tzinfo=_zone(offset), fold=int(fold))
+        return _datetime(data)
     if code == _TUPLE:
         return tuple(unpack(data))
     if code == _DATE:
