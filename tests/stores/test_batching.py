@@ -18,6 +18,7 @@ from fastapi_tiered_cache.stores.memory import MemoryStore
 from fastapi_tiered_cache.stores.redis import RedisStore
 from fastapi_tiered_cache.stores.tiered import TieredStore
 
+from ..helpers import Origin, client_for, make_cache
 from ..support.redis_server import RedisServer
 
 ECHO = "return {KEYS[1], ARGV[1]}"
@@ -173,3 +174,26 @@ async def test_a_lost_connection_fails_every_caller_of_the_batch(
         assert all(isinstance(result, StoreUnavailable) for result in results), results
     finally:
         await client.aclose()
+
+
+async def test_concurrent_misses_through_the_middleware_share_pipelines(
+    redis_url: str,
+) -> None:
+    Counting.writes = []
+    client = aioredis.Redis.from_url(redis_url, connection_class=Counting)
+    origin = Origin(body=lambda scope: scope["path"].encode())
+    cache = make_cache(redis=client, redis_timeout=1.0)
+    async with client_for(origin, cache) as http:
+        await http.get("/warm")  # connections open, scripts sent once
+        Counting.writes.clear()
+        responses = await asyncio.gather(*(http.get(f"/item/{i}") for i in range(24)))
+        again = await asyncio.gather(*(http.get(f"/item/{i}") for i in range(24)))
+    await client.aclose()
+    assert [r.text for r in responses] == [f"/item/{i}" for i in range(24)]
+    assert [r.text for r in again] == [f"/item/{i}" for i in range(24)]
+    assert all("hit" in r.headers["cache-status"] for r in again)
+    assert origin.calls == 25  # each item once (and /warm)
+    batched = [write for write in Counting.writes if len(write) > 1]
+    assert batched, Counting.writes  # lookups and stores of concurrent misses went together
+    sent = sum(len(write) for write in Counting.writes)
+    assert len(Counting.writes) < sent / 2, Counting.writes
