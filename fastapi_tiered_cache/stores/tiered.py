@@ -279,8 +279,9 @@ class TieredStore:
         if read_at is None:
             read_at = self.coherence.timer()
         l2, purges = self.l2, self.purges
-        if not isinstance(l2, RedisStore) or self.residents.likely(key):
-            # Seen in L2 a moment ago: most likely a hit, which a plain GET answers.
+        if not isinstance(l2, RedisStore) or (l2.timed_lookups and self.residents.likely(key)):
+            # Seen in L2 a moment ago: most likely a hit, which a plain GET answers (on a
+            # cluster the lookup is a plain GET already).
             failed = self.faults + self.short_circuits
             record = await self._remote(lambda store: store.get(key), None)
             found = self._looked_up(key, record, read_at, purges)
