@@ -35,6 +35,7 @@ not cheaper per command.
 from __future__ import annotations
 
 import asyncio
+import copy
 import weakref
 from typing import Any
 
@@ -89,10 +90,19 @@ class _Batch:
         for waiter in self.waiters:
             if not waiter.done():
                 if isinstance(error, Exception):
-                    waiter.set_exception(error)
+                    waiter.set_exception(_own(error))
                 else:  # the leader's cancellation is its own, not its followers'
                     waiter.set_exception(_LeaderGone())
                 waiter.exception()  # retrieved: a follower gone already never reads it
+
+
+def _own(error: Exception) -> Exception:
+    """A follower's own copy of the batch's error: one exception object raised in many
+    tasks would gather all their tracebacks (and keep their frames alive)."""
+    try:
+        return copy.copy(error)  # type, arguments and attributes; no traceback
+    except Exception:  # an exception that cannot be rebuilt from its arguments
+        return error
 
 
 async def execute(client: Any, command: Command) -> Any:

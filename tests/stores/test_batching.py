@@ -197,3 +197,20 @@ async def test_concurrent_misses_through_the_middleware_share_pipelines(
     assert batched, Counting.writes  # lookups and stores of concurrent misses went together
     sent = sum(len(write) for write in Counting.writes)
     assert len(Counting.writes) < sent / 2, Counting.writes
+
+
+async def test_each_caller_of_a_failed_batch_gets_its_own_error(
+    fresh_redis_server: RedisServer,
+) -> None:
+    client = aioredis.Redis.from_url(fresh_redis_server.url)
+    try:
+        await client.get("warm")  # a pooled connection, now to a dead server
+        fresh_redis_server.kill()
+        errors = await asyncio.gather(
+            *(batching.execute(client, ("get", (f"k{i}",))) for i in range(6)),
+            return_exceptions=True,
+        )
+    finally:
+        await client.aclose()
+    assert all(isinstance(error, aioredis.ConnectionError) for error in errors), errors
+    assert len({id(error) for error in errors}) == len(errors)  # none shared between tasks
