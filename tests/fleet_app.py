@@ -55,9 +55,12 @@ app = FastAPI(lifespan=lifespan)
 
 
 @app.get("/healthz")
-async def healthz(response: Response) -> dict[str, int]:
+async def healthz(response: Response) -> dict[str, int | bool]:
+    """The worker's pid, and whether its invalidation bus is heard yet (until then its L1
+    entries are held only as long as the coherence bound allows)."""
     response.headers["cache-control"] = "no-store"
-    return {"pid": os.getpid()}
+    bus = cache.bus
+    return {"pid": os.getpid(), "bus": bus is not None and bus.healthy}
 
 
 @app.get("/items/{name}")
@@ -77,5 +80,5 @@ async def write(name: str) -> dict[str, int]:
     return {"version": int(await data.incr(f"fleet:data:{name}"))}
 
 
-install(app, load_settings())
+cache = install(app, load_settings())
 app.add_middleware(ServedBy)  # added last, so outermost: it sees hits too

@@ -244,7 +244,23 @@ class Fleet:
                     raise TimeoutError(f"{len(pending)} of {self.size} processes not up")
                 if pending:
                     time.sleep(0.05)
+            self._hear_every_bus(client, deadline)
         self.pids = [pids[index] for index in range(self.size)]
+
+    def _hear_every_bus(self, client: httpx.Client, deadline: float) -> None:
+        """Wait (best effort, until ``deadline``) for every process's invalidation bus to
+        be heard. Before that a process may miss a purge published as it subscribes, and
+        holds its L1 entries only for the coherence bound, not the 100 ms that the race
+        tests allow a healthy fleet; a loaded machine can take longer than the first
+        reads to get there."""
+        deaf = set(range(self.size))
+        while deaf and time.monotonic() < deadline:
+            for index in sorted(deaf):
+                with contextlib.suppress(httpx.TransportError, ValueError):
+                    if client.get(self.urls[index] + "/healthz").json().get("bus", True):
+                        deaf.discard(index)
+            if deaf:
+                time.sleep(0.02)
 
     def stop(self) -> list[int | None]:
         """Stop every process (SIGTERM together, then SIGKILL what is left); exit statuses."""
