@@ -224,10 +224,9 @@ class CachedFunction(Generic[P, R]):
             if call is None:
                 return await self.fn(*args, **kwargs)
         generations, loop = cache.generations, data.loop
-        coherence = generations.coherence
         if (
             call.version == generations.version
-            and coherence.timer() < coherence.until  # generations.trusted, inlined
+            and generations.trusted
             and loop is not None
             and loop.is_running()  # data.start() ran in this loop (cheaper to ask)
             and not self.early_refresh

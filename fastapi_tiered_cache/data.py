@@ -62,7 +62,6 @@ class DataCache:
         self.cache = cache
         self.flight: SingleFlight[Filled] = SingleFlight(wait=cache.settings.coalesce_wait)
         self._digests: dict[str, str] = {}
-        self._typed: dict[Any, tuple[TypeAdapter[Any] | None, bool]] = {}
         self._generations: dict[tuple[str, str], tuple[int, str | None]] = {}
         self.loop: asyncio.AbstractEventLoop | None = None  # where the bus was started
 
@@ -111,11 +110,10 @@ class DataCache:
         """``storage_key`` without awaiting, when the generations are known (the hit path)."""
         memo = self._generations.get((where.tenant, where.scope))
         generations, loop = self.cache.generations, self.loop
-        coherence = generations.coherence
         if (
             memo is None
             or memo[1] is None
-            or not coherence.timer() < coherence.until  # generations.trusted, inlined
+            or not generations.trusted
             or memo[0] != generations.version
             or loop is None
             or not loop.is_running()  # start() ran in this loop (cheaper to ask)
@@ -157,18 +155,9 @@ class DataCache:
         return value
 
     def typed(self, as_type: Any) -> tuple[TypeAdapter[Any] | None, bool]:
-        """The adapter of ``as_type`` and whether it is immutable (memoised: the hit path)."""
         if as_type is None:
             return None, False
-        try:
-            found = self._typed.get(as_type)
-        except TypeError:  # an unhashable annotation
-            return adapter_for(as_type), is_immutable(as_type)
-        if found is None:
-            if len(self._typed) >= _MEMO_SIZE:
-                self._typed.clear()
-            found = self._typed[as_type] = (adapter_for(as_type), is_immutable(as_type))
-        return found
+        return adapter_for(as_type), is_immutable(as_type)
 
     async def get(
         self, key: str, default: Any, as_type: Any, principal: Principal, tenant: str | None
@@ -285,9 +274,6 @@ class DataCache:
                 stored = await invalidator.fills.fill([(key, entry, life)], key, names, start, then)
             except StoreUnavailable:
                 released, stored = False, True  # counted by the store; L1 alone keeps it
-            else:
-                if stored:
-                    cache.store.residents.note(key, life)  # its next lookup: a GET
             if not stored:
                 return released
         cache.record(Event.STORE, route=entry.route, tenant=tenant)

@@ -216,10 +216,7 @@ class CachedResponse:
         return self.fresh_for + self.stale_for - self.age(now)
 
     def is_fresh(self, now: float) -> bool:
-        # ``ttl(now) > 0``, written out: every data-API hit asks it.
-        return not self.revalidate and self.fresh_for > max(
-            0.0, self.initial_age + now - self.stored_at
-        )
+        return not self.revalidate and self.ttl(now) > 0
 
     def matches(self, vary: VaryValues) -> bool:
         """Whether a request with these header values may be served this entry (RFC 9111 §4.1)."""

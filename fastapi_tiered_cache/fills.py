@@ -117,7 +117,11 @@ class Fills:
         if not stored:
             self.raced += 1
             logger.debug("fill not stored: a purge raced it", extra={"event": "fill_raced"})
-        return stored
+            return False
+        residents = self.invalidator.store.residents
+        for key, _, ms in encoded:
+            residents.note(key, ms / 1000)  # in Redis now: its next lookup can be a GET
+        return True
 
     def _index_args(self, member: str, ttl: float) -> tuple[float, float, str, int]:
         now = self.invalidator.clock()

@@ -86,12 +86,8 @@ async def store_remote(
             then.append(release)
             fetch.lease_released = True
     try:
-        stored = await invalidator.fills.fill(entries, key, index, start, then, origin)
+        return await invalidator.fills.fill(entries, key, index, start, then, origin)
     except StoreUnavailable:
         fetch.lease_released = False  # the pipeline did not run: release it apart
         invalidator.fills.recorded.discard(origin or "")  # nor did the origin's recording
         return True  # counted by the store; L1 only
-    if stored:
-        for entry_key, _, entry_ttl in entries:
-            cache.store.residents.note(entry_key, entry_ttl)  # its next lookup: a GET
-    return stored
