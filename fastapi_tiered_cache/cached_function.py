@@ -256,7 +256,10 @@ class CachedFunction(Generic[P, R]):
         compute: Callable[[], Awaitable[Any]],
         refresh: bool = False,
     ) -> R:
-        key, shared = await data.storage_key(call.digest, call.where)
+        key = data.peek_key(call.digest, call.where)  # known generations: nothing to await
+        shared = key is not None
+        if key is None:
+            key, shared = await data.storage_key(call.digest, call.where)
         generations = data.cache.generations
         if shared and generations.trusted:
             call.key, call.version = key, generations.version

@@ -11,7 +11,8 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
+from typing import Any, TypeVar
 
 from .keys import VaryValues
 
@@ -51,6 +52,43 @@ def make_etag(body: bytes) -> bytes:
     return b'"' + base64.urlsafe_b64encode(digest).rstrip(b"=") + b'"'
 
 
+_Entry = TypeVar("_Entry", bound=type)
+
+
+def direct_init(cls: _Entry) -> _Entry:
+    """Give a frozen, slotted dataclass an ``__init__`` that sets its slots directly.
+
+    The ``__init__`` a frozen dataclass gets sets each field through
+    ``object.__setattr__``: a global, an attribute and a call per field, about 6 µs for an
+    entry's 19 fields on the benchmark machine, and every L2 hit decodes an entry. This
+    one has the same signature and defaults and runs ``__post_init__`` the same way, but
+    calls each slot's own setter: less than half the cost. Frozen still holds: assignment
+    from outside goes through the class's ``__setattr__``, which refuses it.
+    """
+    env: dict[str, Any] = {}
+    params: list[str] = []
+    lines: list[str] = []
+    for item in fields(cls):
+        if not item.init or item.default_factory is not MISSING:
+            raise TypeError(f"{cls.__name__}.{item.name}: only plain fields with plain defaults")
+        slot = next(k.__dict__[item.name] for k in cls.__mro__ if item.name in k.__dict__)
+        env[f"_set_{item.name}"] = slot.__set__
+        if item.default is MISSING:
+            params.append(item.name)
+        else:
+            env[f"_default_{item.name}"] = item.default
+            params.append(f"{item.name}=_default_{item.name}")
+        lines.append(f"    _set_{item.name}(self, {item.name})")
+    if hasattr(cls, "__post_init__"):
+        lines.append("    self.__post_init__()")
+    source = f"def __init__(self, {', '.join(params)}):\n" + "\n".join(lines) + "\n"
+    exec(source, env)  # built from the class's own field names only
+    init = env["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    setattr(cls, "__init__", init)  # noqa: B010 - mypy refuses a direct assignment
+    return cls
+
+
 def _kept(
     raw_headers: Iterable[tuple[bytes, bytes]], hidden: Collection[bytes]
 ) -> list[tuple[bytes, bytes]]:
@@ -71,6 +109,7 @@ def _kept(
     ]
 
 
+@direct_init
 @dataclass(frozen=True, slots=True)
 class CachedResponse:
     """A stored response.
@@ -187,11 +226,14 @@ class CachedResponse:
             # Python object overhead measured with tracemalloc: ~850 bytes per entry (with
             # L1's lookup dict) and ~130 per header on top of the raw bytes (benchmarks/
             # "L1 memory per entry").
-            weight = len(self.body) + sum(len(k) + len(v) + 130 for k, v in self.headers)
+            weight = len(self.body) + 850
+            for name, value in self.headers:
+                weight += len(name) + len(value) + 130
             # The request values it varies on (checked on a hit) are the client's: up to
             # 32 KiB a field, so they count too, or they could outgrow the byte budget.
-            weight += sum(len(name) + len(value or "") + 130 for name, value in self.vary)
-            object.__setattr__(self, "size", weight + 850)
+            for field_name, varied in self.vary:
+                weight += len(field_name) + len(varied or "") + 130
+            object.__setattr__(self, "size", weight)
         if not self.served_etag:
             for name, value in self.headers:
                 if name == b"etag":
@@ -223,6 +265,7 @@ class CachedResponse:
         return self.vary == vary
 
 
+@direct_init
 @dataclass(frozen=True, slots=True)
 class DataEntry(CachedResponse):
     """A value stored through the data API (``cache.set``, ``@cached``), not a response.

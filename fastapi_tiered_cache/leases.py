@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import itertools
+import os
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -32,7 +34,27 @@ from .stores import scripts
 from .stores.base import Runner, TimeoutRunner
 from .tasks import finish, within
 
-__all__ = ["FleetLease", "Lease"]
+__all__ = ["FleetLease", "Lease", "new_token"]
+
+# Lease tokens only need to be unique across the fleet (they are never shown outside
+# Redis): a random prefix per process and a counter, with no system call per token (one
+# to the kernel's random source cost a miss as much as all its token handling). A forked
+# child draws its own prefix, or it would repeat its parent's tokens.
+_PREFIX = [secrets.token_hex(12)]
+_COUNTER = itertools.count()
+
+
+def _new_prefix() -> None:
+    _PREFIX[0] = secrets.token_hex(12)
+
+
+os.register_at_fork(after_in_child=_new_prefix)
+
+
+def new_token() -> str:
+    """A lease token no other holder in the fleet has or will have."""
+    return f"{_PREFIX[0]}{next(_COUNTER):x}"
+
 
 T = TypeVar("T")
 
@@ -163,9 +185,7 @@ class FleetLease:
     def lease_ms(self) -> int:
         return max(1, int(self.lease_ttl * 1000))
 
-    @staticmethod
-    def new_token() -> str:
-        return secrets.token_hex(16)
+    new_token = staticmethod(new_token)
 
     def adopt(self, lease: Lease) -> Lease:
         """Hold a lease taken elsewhere (with a lookup, by ``RedisStore.lookup``):

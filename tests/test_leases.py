@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -14,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fastapi_tiered_cache.flights import HitForMiss, LeaderFailed, SingleFlight
-from fastapi_tiered_cache.leases import FleetLease, Lease
+from fastapi_tiered_cache.leases import FleetLease, Lease, new_token
 from fastapi_tiered_cache.policy import should_refresh_early
 
 from .helpers import FakeClock
@@ -653,3 +655,25 @@ def test_should_refresh_early_only_gets_likelier_with_age(
         assert should_refresh_early(age + later, ttl, delta, beta, rand=lambda: draw)
     if age >= ttl:
         assert should_refresh_early(age, ttl, delta, beta, rand=lambda: draw)
+
+
+def test_tokens_are_unique_in_a_process_and_after_a_fork() -> None:
+    """Tokens come from a counter, not the kernel: a forked worker must not repeat its
+    parent's (a shared token would let one release the other's lease)."""
+    ours = [new_token() for _ in range(1000)]
+    assert len(set(ours)) == 1000
+    assert FleetLease.new_token() not in ours
+    if sys.platform == "win32":  # pragma: no cover
+        return
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, " ".join(new_token() for _ in range(1000)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        theirs = pipe.read().decode().split()
+    os.waitpid(pid, 0)
+    parents_next = [new_token() for _ in range(1000)]
+    assert len(theirs) == 1000
+    assert not set(theirs) & (set(ours) | set(parents_next))

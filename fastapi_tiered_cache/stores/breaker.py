@@ -103,6 +103,8 @@ class CircuitBreaker:
 
     def allow(self) -> bool:
         """Whether an operation may go to the store now (half-open: only the one probe)."""
+        if self._state is BreakerState.CLOSED:  # every operation of a healthy store
+            return True
         state = self.state
         if state is BreakerState.CLOSED:
             return True

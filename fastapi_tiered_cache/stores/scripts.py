@@ -24,7 +24,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from .loops import running_client
 
-__all__ = ["Command", "combine", "evalsha", "pipeline", "sha_of"]
+__all__ = ["Command", "combine", "evalsha", "netstrings", "pipeline", "sha_of"]
 
 Command = tuple[str, tuple[Any, ...]]  # a client method name and its arguments
 _SHAS: dict[str, str] = {}
@@ -107,19 +107,28 @@ async def pipeline(
     return replies
 
 
-# Runs several scripts as one: ARGV[1] = how many, then (keys, args) counts per script, then
-# every script's arguments; KEYS = every script's keys, in order. Each script's body is a
-# function whose KEYS and ARGV are its own slices. Returns each script's reply (false for
-# nil, which would end the table).
+# Runs several scripts as one. KEYS = every script's keys, in order; ARGV[1] = every
+# argument as netstrings ("<length>:<bytes>"): how many scripts, then (keys, args) counts
+# per script, then every script's arguments. One argument, not one per value: redis-py
+# encodes each argument of a command in Python, which costs a fill more than anything
+# else it sends. Each script's body is a function whose KEYS and ARGV are its own slices.
+# Returns each script's reply (false for nil, which would end the table).
 _COMBINED_MAIN = """
-local n = tonumber(ARGV[1])
+local packed, argv, at = ARGV[1], {}, 1
+while at <= #packed do
+  local colon = string.find(packed, ':', at, true)
+  local size = tonumber(string.sub(packed, at, colon - 1))
+  argv[#argv + 1] = string.sub(packed, colon + 1, colon + size)
+  at = colon + size + 1
+end
+local n = tonumber(argv[1])
 local k, a = 0, 1 + 2 * n
 local out = {}
 for i = 1, n do
-  local nk, na = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  local nk, na = tonumber(argv[2 * i]), tonumber(argv[2 * i + 1])
   local keys, args = {}, {}
   for j = 1, nk do keys[j] = KEYS[k + j] end
-  for j = 1, na do args[j] = ARGV[a + j] end
+  for j = 1, na do args[j] = argv[a + j] end
   k, a = k + nk, a + na
   local reply = parts[i](keys, args)
   if reply == nil then reply = false end
@@ -154,4 +163,21 @@ def combine(commands: Sequence[Command]) -> tuple[str, list[Any], list[Any]]:
         args.extend(rest[numkeys:])
         counts += [numkeys, len(rest) - numkeys]
     scripts = tuple(command[1][0] for command in commands)
-    return _combined(scripts), keys, [len(commands), *counts, *args]
+    return _combined(scripts), keys, [netstrings([len(commands), *counts, *args])]
+
+
+def netstrings(values: Sequence[Any]) -> bytes:
+    """``values`` as one argument: each as ``<length>:<bytes>``, encoded as redis-py
+    would encode it on its own (bytes as they are, str as UTF-8, numbers by ``repr``)."""
+    parts = []
+    for value in values:
+        if type(value) is bytes:
+            data = value
+        elif type(value) is str:
+            data = value.encode()
+        elif type(value) in (int, float):
+            data = repr(value).encode()
+        else:
+            raise TypeError(f"a script argument must be bytes, str, int or float: {value!r}")
+        parts.append(b"%d:%s" % (len(data), data))
+    return b"".join(parts)

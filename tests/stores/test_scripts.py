@@ -154,3 +154,41 @@ async def test_scripts_of_one_round_trip_run_as_one_command(redis_url: str) -> N
         assert Counting.sent == ["EVALSHA"]
     finally:
         await client.aclose()
+
+
+async def test_combined_scripts_get_every_argument_byte_for_byte(redis_url: str) -> None:
+    """The arguments travel packed in one (netstrings): each script still sees exactly
+    what redis-py would have sent on its own, whatever the bytes (separators, digits,
+    empty values, non-UTF-8, a large body)."""
+    client = aioredis.Redis.from_url(redis_url)
+    echo = "return ARGV"
+    tricky: list[Any] = [b"", b"12:34", b":", b"\x00\xff\x80:9", "caf\u00e9", 0, -7, 1.5, 1e-7]
+    tricky += [1796687145793832, 1796687145.79515, b"x" * 70_000]
+    try:
+        replies = await batching.run_scripts(
+            client, [("eval", (echo, 0, *tricky)), ("eval", (echo, 1, "k", "only"))]
+        )
+    finally:
+        await client.aclose()
+    expected = [
+        b"",
+        b"12:34",
+        b":",
+        b"\x00\xff\x80:9",
+        "caf\u00e9".encode(),
+        b"0",
+        b"-7",
+        b"1.5",
+        b"1e-07",
+        b"1796687145793832",
+        b"1796687145.79515",
+        b"x" * 70_000,
+    ]
+    assert replies == [expected, [b"only"]]
+
+
+def test_arguments_redis_py_would_refuse_are_refused() -> None:
+    assert scripts.netstrings([b"a", "b", 3, 0.5]) == b"1:a1:b1:33:0.5"
+    for bad in (True, None, object(), [1]):
+        with pytest.raises(TypeError, match="script argument"):
+            scripts.netstrings([bad])
