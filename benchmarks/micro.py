@@ -7,8 +7,9 @@
   response (1 KB body, 4 headers), as every L2 hit does;
 - a new lease token, as every miss (and every data lookup that may take the lease) does;
 - redis-py's CPU for one ``EVALSHA`` with the arguments of a fill sent one by one against
-  the same arguments packed in one (what ``scripts.combine`` sends), on the Redis at
-  ``REDIS_URL`` (default ``redis://127.0.0.1:6379/15``).
+  the same arguments packed in one (what ``scripts.combine`` sends), and for a ``GET``
+  and that ``EVALSHA`` through redis-py's command methods against ``stores/direct.py``,
+  on the Redis at ``REDIS_URL`` (default ``redis://127.0.0.1:6379/15``).
 
 The in-process figures are the best of 7 ``timeit`` repeats (a shared machine only ever
 slows a repeat down); the Redis ones the median of 7 interleaved rounds of this process's
@@ -84,6 +85,7 @@ async def redis_rows() -> list[tuple[str, float]]:
         sha = await client.script_load("return 1")
         packed = b"".join(b"%d:%s" % (len(a), a) for a in map(_bytes, FILL_ARGS))
         keys = ["k1", "k2", "k3", "k4", "k5"]
+        lookup = ("EVALSHA", sha, 2, "lease", "token", 3000)  # and a key
         ops = {
             f"EVALSHA, 5 keys + {len(FILL_ARGS)} arguments one by one": lambda: client.evalsha(
                 sha, 5, *keys, *FILL_ARGS
@@ -91,8 +93,29 @@ async def redis_rows() -> list[tuple[str, float]]:
             "EVALSHA, 5 keys + the same arguments packed in one": lambda: client.evalsha(
                 sha, 5, *keys, packed
             ),
-            "GET (for scale)": lambda: client.get("k1"),
+            "GET through redis-py's command methods": lambda: client.get("k1"),
         }
+        try:
+            from fastapi_tiered_cache.stores import direct
+        except ImportError:  # a --ref from before stores/direct.py
+            pass
+        else:
+            ops["GET sent by stores/direct.py"] = lambda: direct.send(client, "GET", "k1")
+            ops[f"EVALSHA, 5 keys + {len(FILL_ARGS)} arguments, by stores/direct.py"] = lambda: (
+                direct.send(client, "EVALSHA", sha, 5, *keys, *FILL_ARGS)
+            )
+            if hasattr(direct, "send_many"):
+                ops["a batch of 8 lookups, by stores/direct.py (per batch)"] = lambda: (
+                    direct.send_many(client, [(*lookup, f"k{i}") for i in range(8)])
+                )
+
+        async def piped() -> None:
+            pipe = client.pipeline(transaction=False)
+            for i in range(8):
+                pipe.execute_command(*lookup, f"k{i}")
+            await pipe.execute(raise_on_error=False)
+
+        ops["a batch of 8 lookups, redis-py pipeline (per batch)"] = piped
         samples: dict[str, list[float]] = {name: [] for name in ops}
         for _ in range(7):
             for name, op in ops.items():

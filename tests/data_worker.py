@@ -2,8 +2,9 @@
 built from ``TIERED_CACHE_*``) driven by JSON commands on stdin, one answer per line.
 
 Commands: ``ready`` (bus up), ``get``, ``set``, ``delete``, ``watch`` (poll ``get`` until a
-value appears; says when), ``load`` (``get_or_set`` with a slow factory that counts its
-runs in Redis, so the test can see how many processes computed).
+value appears; says what it read first, at once, then when it saw the value), ``load``
+(``get_or_set`` with a slow factory that counts its runs in Redis, so the test can see how
+many processes computed).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ async def handle(command: dict[str, Any], counter: aioredis.Redis) -> dict[str, 
         return {"done_at": time.monotonic()}
     if op == "watch":
         first = await cache.get(key)
+        print(json.dumps({"first": first}), flush=True)  # the test writes only after this
         deadline = time.monotonic() + command["timeout"]
         while (value := await cache.get(key)) != command["until"]:
             if time.monotonic() > deadline:

@@ -22,6 +22,7 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
+from .direct import send, send_many, usable
 from .loops import running_client
 
 __all__ = ["Command", "combine", "evalsha", "netstrings", "pipeline", "sha_of"]
@@ -60,13 +61,19 @@ def _sent(client: Any) -> set[str]:
 async def evalsha(client: Any, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
     """Run ``script`` on ``client`` by its SHA; by its text if the server may lack it."""
     sha, sent = sha_of(script), _sent(client)
+    direct = usable(client)
     if sha in sent:
         try:
+            if direct:
+                return await send(client, "EVALSHA", sha, len(keys), *keys, *args)
             return await client.evalsha(sha, len(keys), *keys, *args)
         except ResponseError as exc:
             if not _noscript(exc):
                 raise
-    reply = await client.eval(script, len(keys), *keys, *args)
+    if direct:
+        reply = await send(client, "EVAL", script, len(keys), *keys, *args)
+    else:
+        reply = await client.eval(script, len(keys), *keys, *args)
     sent.add(sha)
     return reply
 
@@ -80,31 +87,46 @@ async def pipeline(
     # redis-py before 8.2 refuses EVALSHA in a cluster's pipeline: there, scripts go by text.
     sent = set() if isinstance(client, RedisCluster) else _sent(client)
     first: list[str] = []
-    pipe = client.pipeline(transaction=False)
-    for name, args in commands:
-        if name == "eval":
-            sha = sha_of(args[0])
-            if sha in sent:
-                pipe.evalsha(sha, *args[1:])
-                continue
-            first.append(sha)
-        getattr(pipe, name)(*args)
-    replies = list(await pipe.execute(raise_on_error=False))
+    replies = await _pipelined(client, commands, sent, first)
     sent.update(first)
     missing = [i for i, reply in enumerate(replies) if _noscript(reply)]
     if missing:
         # Not run at all: safe to send again, by text this time (which caches them).
-        again = client.pipeline(transaction=False)
-        for i in missing:
-            name, args = commands[i]
-            getattr(again, name)(*args)
-        for i, reply in zip(missing, await again.execute(raise_on_error=False), strict=True):
+        again = await _pipelined(client, [commands[i] for i in missing], set(), [])
+        for i, reply in zip(missing, again, strict=True):
             replies[i] = reply
     if raise_on_error:
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
     return replies
+
+
+# Commands ``direct.send_many`` may send as they are (their name upper-cased): nothing
+# that a redis-py response callback would turn into something else.
+_RAW = frozenset({"eval", "evalsha", "get"})
+
+
+async def _pipelined(
+    client: Any, commands: Sequence[Command], sent: set[str], first: list[str]
+) -> list[Any]:
+    """Every command's reply or error; scripts known to ``sent`` go by SHA, the SHAs of
+    those sent in full are added to ``first``."""
+    resolved: list[Command] = []
+    for name, args in commands:
+        if name == "eval":
+            sha = sha_of(args[0])
+            if sha in sent:
+                resolved.append(("evalsha", (sha, *args[1:])))
+                continue
+            first.append(sha)
+        resolved.append((name, args))
+    if usable(client) and all(name in _RAW for name, _ in resolved):
+        return await send_many(client, [(name.upper(), *args) for name, args in resolved])
+    pipe = client.pipeline(transaction=False)
+    for name, args in resolved:
+        getattr(pipe, name)(*args)
+    return list(await pipe.execute(raise_on_error=False))
 
 
 # Runs several scripts as one. KEYS = every script's keys, in order; ARGV[1] = every

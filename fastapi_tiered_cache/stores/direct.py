@@ -1,0 +1,102 @@
+"""One command on a pooled connection, without redis-py's per-command machinery.
+
+``Redis.execute_command`` wraps every command in more than the command needs here: a retry
+object called through two closures, observability hooks awaited before and after (timing,
+pool names, error counts), the response-callback lookup, the client's lazy initialisation.
+On the cache's hot commands (the L2 ``GET``, the lookup and fill scripts) that is about an
+eighth of the CPU a command costs (``benchmarks/micro.py``). ``send`` does what remains: a
+connection from the pool, the command written, its reply read, the connection returned;
+``send_many`` the same for the commands of one batch (``batching.py``), in one write.
+
+What it keeps from redis-py: the pool (its bound, a Sentinel pool's failover), the
+connection's health check, and the cleanup: a connection whose replies were not all read
+(an error, a cancellation, a budget that ran out) is disconnected before it goes back to
+the pool, so no later command can read this one's reply. What the cache does instead of
+redis-py's retry: one second try, on a fresh connection, after a lost connection (as the
+client's own ``Retry`` is configured, ``connect.RETRIES``); every command sent here may run
+twice without harm (lookups, stores of one value, lease takes that know their own token).
+
+Only plain clients on a pool go this way (``usable``); a cluster, a client holding one
+connection, or anything else is sent its commands through its own methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+__all__ = ["send", "send_many", "usable"]
+
+
+def usable(client: Any) -> bool:
+    """Whether ``send`` may run commands on ``client``: a plain ``Redis`` on a pool."""
+    return (
+        type(client) is Redis
+        and client.connection is None
+        and not getattr(client, "single_connection_client", True)
+    )
+
+
+async def send(client: Redis, *args: Any) -> Any:
+    """Run the command ``args`` (``"GET", key`` or ``"EVALSHA", sha, numkeys, ...``) on
+    ``client`` (``usable``): its raw reply (no response callback: these commands have
+    none), or its error raised (``ResponseError`` for an error reply, ``NoScriptError``
+    included)."""
+    try:
+        return await _once(client, args)
+    except MaxConnectionsError:
+        raise  # a full pool: it will be full again now
+    except (RedisConnectionError, RedisTimeoutError):
+        return await _once(client, args)  # a stale pooled connection: once more, afresh
+
+
+async def send_many(client: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """Run ``commands`` (each as for ``send``) on ``client`` (``usable``) in one write and
+    one read, as a non-transactional pipeline: each one's raw reply, or its error reply
+    (``ResponseError``) in its place."""
+    try:
+        return await _many(client, commands)
+    except MaxConnectionsError:
+        raise
+    except (RedisConnectionError, RedisTimeoutError):
+        return await _many(client, commands)
+
+
+async def _once(client: Redis, args: tuple[Any, ...]) -> Any:
+    pool: Any = client.connection_pool  # get_connection is untyped in some releases
+    connection = await pool.get_connection()
+    try:
+        await connection.send_command(*args)
+        return await connection.read_response()
+    except ResponseError:
+        raise  # an error reply, read in full: the connection is fine
+    except BaseException:
+        # redis-py disconnects on these too; without it, the next command on this
+        # connection would read this one's reply.
+        await connection.disconnect(nowait=True)
+        raise
+    finally:
+        await pool.release(connection)
+
+
+async def _many(client: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+    pool: Any = client.connection_pool
+    connection = await pool.get_connection()
+    try:
+        await connection.send_packed_command(connection.pack_commands(commands))
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(await connection.read_response())
+            except ResponseError as exc:  # read in full: the next reply follows
+                replies.append(exc)
+        return replies
+    except BaseException:
+        await connection.disconnect(nowait=True)  # replies may be left unread
+        raise
+    finally:
+        await pool.release(connection)
