@@ -23,14 +23,19 @@ connection, or anything else is sent its commands through its own methods.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .connect import RETRIES
+
 __all__ = ["send", "send_many", "usable"]
+
+T = TypeVar("T")
 
 
 def usable(client: Any) -> bool:
@@ -47,24 +52,28 @@ async def send(client: Redis, *args: Any) -> Any:
     ``client`` (``usable``): its raw reply (no response callback: these commands have
     none), or its error raised (``ResponseError`` for an error reply, ``NoScriptError``
     included)."""
-    try:
-        return await _once(client, args)
-    except MaxConnectionsError:
-        raise  # a full pool: it will be full again now
-    except (RedisConnectionError, RedisTimeoutError):
-        return await _once(client, args)  # a stale pooled connection: once more, afresh
+    return await _retried(lambda: _once(client, args))
 
 
 async def send_many(client: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
     """Run ``commands`` (each as for ``send``) on ``client`` (``usable``) in one write and
     one read, as a non-transactional pipeline: each one's raw reply, or its error reply
     (``ResponseError``) in its place."""
-    try:
-        return await _many(client, commands)
-    except MaxConnectionsError:
-        raise
-    except (RedisConnectionError, RedisTimeoutError):
-        return await _many(client, commands)
+    return await _retried(lambda: _many(client, commands))
+
+
+async def _retried(attempt: Callable[[], Awaitable[T]]) -> T:
+    """``attempt()``, tried again on a fresh connection after a lost one, as often as the
+    client's own ``Retry`` would (``RETRIES``); a full pool is not tried again."""
+    for left in range(RETRIES, -1, -1):
+        try:
+            return await attempt()
+        except MaxConnectionsError:
+            raise  # a full pool: it would be full again now
+        except (RedisConnectionError, RedisTimeoutError):
+            if not left:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def _once(client: Redis, args: tuple[Any, ...]) -> Any:
