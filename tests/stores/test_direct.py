@@ -5,14 +5,19 @@ reply was not read never serves another command, a stale connection is replaced.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
-from fastapi_tiered_cache.stores import direct
+from fastapi_tiered_cache.exceptions import StoreUnavailable
+from fastapi_tiered_cache.stores import batching, direct
 from fastapi_tiered_cache.stores.connect import build_client
+from fastapi_tiered_cache.stores.redis import RedisStore
+
+from ..support.redis_server import RedisServer
 
 
 @pytest.fixture
@@ -152,3 +157,30 @@ async def test_a_batch_cancelled_before_its_replies_leaves_none_behind(
     await client.rpush("queue", "someone else's reply")
     assert await direct.send_many(client, [("GET", "mine")]) == [b"my value"]
     assert await client.lrange("queue", 0, -1) == [b"someone else's reply"]
+
+
+async def test_a_reply_that_comes_after_its_budget_never_answers_another_key(
+    fresh_redis_server: RedisServer,
+) -> None:
+    """Redis stalls (SIGSTOP) with a lookup of one user's key on the wire, and its budget
+    runs out. When Redis answers again, that reply goes to a connection the cache has
+    dropped: the next lookups, on the same one-connection pool, get their own values."""
+    client = aioredis.Redis.from_url(fresh_redis_server.url, max_connections=1)
+    store = RedisStore(client, timeout=0.1, owns_client=False)
+
+    def get(key: str) -> Any:
+        return store.run(lambda: batching.execute(client, ("get", (key,))), "GET")
+
+    try:
+        await client.mset({"user-a": b"A's entry", "user-b": b"B's entry", "user-c": b"C's"})
+        assert await get("user-c") == b"C's"  # connected
+        fresh_redis_server.pause()
+        try:
+            stalled = await asyncio.gather(get("user-a"), return_exceptions=True)
+        finally:
+            fresh_redis_server.resume()
+        assert all(isinstance(result, StoreUnavailable) for result in stalled), stalled
+        assert await get("user-b") == b"B's entry"
+        assert await get("user-c") == b"C's"
+    finally:
+        await client.aclose()
