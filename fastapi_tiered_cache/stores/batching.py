@@ -41,7 +41,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from .direct import send, usable
+from .direct import call
 from .loops import running_client
 from .scripts import Command, combine, evalsha, pipeline
 
@@ -162,9 +162,7 @@ async def _alone(client: Any, command: Command) -> Any:
     if name == "eval":
         script, numkeys, *rest = args
         return await evalsha(client, script, rest[:numkeys], rest[numkeys:])
-    if name == "get" and usable(client):
-        return await send(client, "GET", *args)
-    return await getattr(client, name)(*args)
+    return await call(client, name, *args)
 
 
 async def run_scripts(client: Any, commands: list[Command]) -> list[Any]:

@@ -33,9 +33,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .connect import RETRIES
 
-__all__ = ["send", "send_many", "usable"]
+__all__ = ["RAW", "call", "send", "send_many", "usable"]
 
 T = TypeVar("T")
+
+# Commands sent as they are (the name upper-cased): none has a redis-py response callback
+# that would turn its reply into something else.
+RAW = frozenset({"eval", "evalsha", "get"})
 
 
 def usable(client: Any) -> bool:
@@ -45,6 +49,13 @@ def usable(client: Any) -> bool:
         and client.connection is None
         and not getattr(client, "single_connection_client", True)
     )
+
+
+async def call(client: Any, name: str, *args: Any) -> Any:
+    """``client.<name>(*args)``: by ``send`` where it may go so, else by the method."""
+    if name in RAW and usable(client):
+        return await send(client, name.upper(), *args)
+    return await getattr(client, name)(*args)
 
 
 async def send(client: Redis, *args: Any) -> Any:

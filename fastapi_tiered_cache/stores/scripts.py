@@ -22,7 +22,7 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
-from .direct import send, send_many, usable
+from .direct import RAW, call, send_many, usable
 from .loops import running_client
 
 __all__ = ["Command", "combine", "evalsha", "netstrings", "pipeline", "sha_of"]
@@ -61,19 +61,13 @@ def _sent(client: Any) -> set[str]:
 async def evalsha(client: Any, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
     """Run ``script`` on ``client`` by its SHA; by its text if the server may lack it."""
     sha, sent = sha_of(script), _sent(client)
-    direct = usable(client)
     if sha in sent:
         try:
-            if direct:
-                return await send(client, "EVALSHA", sha, len(keys), *keys, *args)
-            return await client.evalsha(sha, len(keys), *keys, *args)
+            return await call(client, "evalsha", sha, len(keys), *keys, *args)
         except ResponseError as exc:
             if not _noscript(exc):
                 raise
-    if direct:
-        reply = await send(client, "EVAL", script, len(keys), *keys, *args)
-    else:
-        reply = await client.eval(script, len(keys), *keys, *args)
+    reply = await call(client, "eval", script, len(keys), *keys, *args)
     sent.add(sha)
     return reply
 
@@ -102,11 +96,6 @@ async def pipeline(
     return replies
 
 
-# Commands ``direct.send_many`` may send as they are (their name upper-cased): nothing
-# that a redis-py response callback would turn into something else.
-_RAW = frozenset({"eval", "evalsha", "get"})
-
-
 async def _pipelined(
     client: Any, commands: Sequence[Command], sent: set[str], first: list[str]
 ) -> list[Any]:
@@ -121,7 +110,7 @@ async def _pipelined(
                 continue
             first.append(sha)
         resolved.append((name, args))
-    if usable(client) and all(name in _RAW for name, _ in resolved):
+    if usable(client) and all(name in RAW for name, _ in resolved):
         return await send_many(client, [(name.upper(), *args) for name, args in resolved])
     pipe = client.pipeline(transaction=False)
     for name, args in resolved:
