@@ -8,8 +8,9 @@
 - a new lease token, as every miss (and every data lookup that may take the lease) does;
 - redis-py's CPU for one ``EVALSHA`` with the arguments of a fill sent one by one against
   the same arguments packed in one (what ``scripts.combine`` sends), and for a ``GET``
-  and that ``EVALSHA`` through redis-py's command methods against ``stores/direct.py``,
-  on the Redis at ``REDIS_URL`` (default ``redis://127.0.0.1:6379/15``).
+  and that ``EVALSHA`` through redis-py's command methods against ``stores/direct.py``
+  on a pooled connection and on the wire (``stores/wire.py``), on the Redis at
+  ``REDIS_URL`` (default ``redis://127.0.0.1:6379/15``).
 
 The in-process figures are the best of 7 ``timeit`` repeats (a shared machine only ever
 slows a repeat down); the Redis ones the median of 7 interleaved rounds of this process's
@@ -81,6 +82,7 @@ def entries() -> dict[str, tuple[str, bytes]]:
 
 async def redis_rows() -> list[tuple[str, float]]:
     client = aioredis.Redis.from_url(REDIS_URL)
+    closing: list[aioredis.Redis] = [client]
     try:
         sha = await client.script_load("return 1")
         packed = b"".join(b"%d:%s" % (len(a), a) for a in map(_bytes, FILL_ARGS))
@@ -109,6 +111,23 @@ async def redis_rows() -> list[tuple[str, float]]:
                     direct.send_many(client, [(*lookup, f"k{i}") for i in range(8)])
                 )
 
+        try:
+            from fastapi_tiered_cache.stores import wire
+            from fastapi_tiered_cache.stores.connect import build_client
+        except ImportError:  # a --ref from before stores/wire.py
+            pass
+        else:
+            wired = build_client(REDIS_URL)
+            closing.append(wired)
+            assert type(wired.connection_pool) is wire.WiredPool
+            ops["GET on the wire (stores/wire.py)"] = lambda: direct.send(wired, "GET", "k1")
+            ops[f"EVALSHA, 5 keys + {len(FILL_ARGS)} arguments, on the wire"] = lambda: (
+                direct.send(wired, "EVALSHA", sha, 5, *keys, *FILL_ARGS)
+            )
+            ops["a batch of 8 lookups, on the wire (per batch)"] = lambda: (
+                direct.send_many(wired, [(*lookup, f"k{i}") for i in range(8)])
+            )
+
         async def piped() -> None:
             pipe = client.pipeline(transaction=False)
             for i in range(8):
@@ -125,7 +144,8 @@ async def redis_rows() -> list[tuple[str, float]]:
                 samples[name].append((time.process_time() - started) / 1000 * 1e6)
         return [(name, statistics.median(values)) for name, values in samples.items()]
     finally:
-        await client.aclose()
+        for each in closing:
+            await each.aclose()
 
 
 def main() -> None:

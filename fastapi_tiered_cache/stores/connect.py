@@ -36,6 +36,7 @@ from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import (
     AbstractConnection,
     Connection,
+    ConnectionPool,
     SSLConnection,
     UnixDomainSocketConnection,
     parse_url,
@@ -48,6 +49,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..exceptions import ConfigurationError
+from .wire import WiredPool, wires_possible
 
 __all__ = [
     "MASTER_CHECK_INTERVAL",
@@ -164,7 +166,7 @@ def build_client(
     if mode == "standalone":
         _options(url, "the URL", mode)
         try:
-            return Redis.from_url(url, retry=retry, **common)
+            return _standalone(url, retry=retry, **common)
         except (TypeError, ValueError) as exc:
             raise _error(str(exc)) from None
     nodes, options = _seeds(url, mode)
@@ -177,6 +179,17 @@ def build_client(
             )
         return _sentinel(nodes, options, common, retry, sentinel_service, socket_timeout)
     raise ConfigurationError(f"TIERED_CACHE_REDIS_MODE: unknown mode {mode!r}")
+
+
+def _standalone(url: str, **options: Any) -> Redis:
+    """``Redis.from_url(url, **options)``, on a ``WiredPool`` where its connections may
+    carry a wire (``wire``: the hot commands share one connection)."""
+    pool = ConnectionPool.from_url(url, **options)
+    if wires_possible(pool.connection_class):
+        pool = WiredPool.from_url(url, **options)
+    client = Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True  # as from_url does: the client owns its pool
+    return client
 
 
 def _untyped(function: Any) -> Callable[..., Any]:

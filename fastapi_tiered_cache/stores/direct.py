@@ -32,6 +32,7 @@ from redis.exceptions import MaxConnectionsError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .connect import RETRIES
+from .wire import wire_of
 
 __all__ = ["RAW", "call", "send", "send_many", "usable"]
 
@@ -88,6 +89,12 @@ async def _retried(attempt: Callable[[], Awaitable[T]]) -> T:
 
 
 async def _once(client: Redis, args: tuple[Any, ...]) -> Any:
+    wire = wire_of(client)
+    if wire is not None:
+        reply = (await wire.send([args]))[0]
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
     pool: Any = client.connection_pool  # get_connection is untyped in some releases
     connection = await pool.get_connection()
     try:
@@ -105,6 +112,9 @@ async def _once(client: Redis, args: tuple[Any, ...]) -> Any:
 
 
 async def _many(client: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+    wire = wire_of(client)
+    if wire is not None:
+        return await wire.send(commands)
     pool: Any = client.connection_pool
     connection = await pool.get_connection()
     try:
