@@ -35,6 +35,7 @@ the application built, keeps the pool (``direct``'s pooled path).
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 from collections import deque
 from typing import Any
@@ -123,9 +124,7 @@ class Wire:
         link = self._link
         if link is None or link.transport is None:
             link = await self._open()
-        if len(commands) == 1:
-            return await link.send(link.packer.pack_command(*commands[0]), 1)
-        return await link.send(link.packer.pack_commands(commands), len(commands))
+        return await link.send(link.pack(commands), len(commands))
 
     def close(self) -> None:
         """Close the connection (the pool is closing); callers in line get ``ConnectionError``."""
@@ -187,6 +186,10 @@ class _Link(asyncio.Protocol):
         self.transport: Any = writer.transport
         self.reader = reader
         self.packer = packer  # the handshake's connection: it encodes commands as redis-py does
+        encoder = packer.encoder
+        self.utf8 = codecs.lookup(encoder.encoding).name == "utf-8" and (
+            encoder.encoding_errors == "strict"
+        )
         self.line: deque[_Waiter] = deque()
         self.answered = 0  # callers answered (or skipped) on this socket
         self.queued = 0  # callers put in line on it
@@ -210,6 +213,19 @@ class _Link(asyncio.Protocol):
             if future.cancel() or future.cancelled():  # (a task's cancel cancels it first)
                 self._gave_up(place)
             raise
+
+    def pack(self, commands: list[tuple[Any, ...]]) -> bytes | list[bytes]:
+        """``commands`` in RESP, byte for byte as redis-py writes them: by hiredis's packer
+        (a tenth of the CPU of redis-py's, which wraps the same one) where the text is
+        UTF-8 and every argument a str, bytes, int or float; by redis-py's otherwise."""
+        if self.utf8:
+            try:
+                if len(commands) == 1:
+                    return hiredis.pack_command(commands[0])  # type: ignore[no-any-return]
+                return b"".join([hiredis.pack_command(command) for command in commands])
+            except TypeError:
+                pass  # redis-py's says what it refuses (DataError), or encodes what it can
+        return list(self.packer.pack_commands(commands))
 
     def close(self) -> None:
         self._drop(RedisConnectionError("the connection to Redis was closed"), abort=False)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import DataError, NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from fastapi_tiered_cache.exceptions import StoreUnavailable
@@ -257,3 +257,19 @@ async def test_closing_the_client_closes_the_wire(redis_url: str) -> None:
                 break
             await asyncio.sleep(0.01)
         assert await _named(admin, name) == 0
+
+
+async def test_commands_are_written_byte_for_byte_as_redis_py_writes_them(client: Any) -> None:
+    await direct.send(client, "GET", "k")
+    link = wire.wire_of(client)._link  # type: ignore[union-attr]
+    values = ["GET", "k\u00e9y", b"\x00\r\n", 0, -5, 2**70, 1796687145.79515, 1e-7, -0.0, 1e20]
+    commands = [tuple(values), ("EVALSHA", "0" * 40, 1, "key", b"x" * 70_000)]
+    packer = link.packer
+    for batch in ([commands[0]], commands):
+        packed = link.pack(batch)
+        assert b"".join([packed] if isinstance(packed, bytes) else packed) == b"".join(
+            packer.pack_commands(batch)
+        )
+    # What hiredis's packer refuses goes to redis-py's, which says what is wrong.
+    with pytest.raises(DataError):
+        link.pack([("GET", True)])
