@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from fastapi_tiered_cache import CacheSettings, TieredCache, cached
 from fastapi_tiered_cache.exceptions import StoreUnavailable
 from fastapi_tiered_cache.stores import batching, direct, wire
 from fastapi_tiered_cache.stores.connect import build_client
@@ -273,3 +275,77 @@ async def test_commands_are_written_byte_for_byte_as_redis_py_writes_them(client
     # What hiredis's packer refuses goes to redis-py's, which says what is wrong.
     with pytest.raises(DataError):
         link.pack([("GET", True)])
+
+
+class Item(BaseModel):
+    id: int
+    name: str
+
+
+try:
+    import uvloop
+except ImportError:  # wheels here for Python 3.11 only: tox's py311 installs it
+    uvloop = None
+
+
+@pytest.mark.skipif(uvloop is None, reason="uvloop is not installed (tox's py311 has it)")
+def test_the_wire_on_uvloop(fresh_redis_server: RedisServer) -> None:
+    """uvicorn runs on uvloop where it is installed: its transports take the wire's
+    protocol as asyncio's do. Replies in order, a caller leaving its place, a dropped
+    socket replaced, and a cache's L2 lookups, fills and hits over it."""
+
+    async def scenario() -> None:
+        client = build_client(fresh_redis_server.url)
+        try:
+            await client.mset({"a": b"A", "b": b"B", "c": b"C"})
+            replies = await asyncio.gather(
+                *(direct.send(client, "EVAL", "return ARGV[1]", 0, str(i)) for i in range(300))
+            )
+            assert replies == [str(i).encode() for i in range(300)]
+            with pytest.raises(NoScriptError):
+                await direct.send(client, "EVALSHA", "0" * 40, 0)
+            fresh_redis_server.pause()
+            try:
+                first = asyncio.ensure_future(direct.send(client, "GET", "a"))
+                middle = asyncio.ensure_future(direct.send(client, "GET", "b"))
+                last = asyncio.ensure_future(direct.send(client, "GET", "c"))
+                await asyncio.sleep(0.05)
+                middle.cancel()
+            finally:
+                fresh_redis_server.resume()
+            assert (await first, await last) == (b"A", b"C")
+            assert await direct.send(client, "GET", "b") == b"B"
+            wire_id = await direct.send(client, "CLIENT", "ID")
+            await client.client_kill_filter(_id=wire_id)
+            assert await direct.send(client, "GET", "a") == b"A"
+            link = wire.wire_of(client)._link  # type: ignore[union-attr]
+        finally:
+            await client.aclose()
+        assert link.transport is None and link.writer.transport.is_closing()
+
+        settings = CacheSettings(
+            redis_url=fresh_redis_server.url, secret_key="k" * 32, l1_max_entries=0
+        )
+        cache = TieredCache(settings)
+        calls: list[int] = []
+
+        @cached(ttl=60, cache=cache)
+        async def load(item_id: int) -> Item:
+            calls.append(item_id)
+            return Item(id=item_id, name=f"item {item_id}")
+
+        try:
+            assert await load(1) == Item(id=1, name="item 1")  # a miss: lookup, fill
+            assert await asyncio.gather(*(load(i % 3) for i in range(30))) == [
+                Item(id=i % 3, name=f"item {i % 3}") for i in range(30)
+            ]
+            assert await load(1) == Item(id=1, name="item 1")  # an L2 hit (L1 is off)
+            assert sorted(calls) == [0, 1, 2]
+        finally:
+            await cache.close()
+
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()
