@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from .announcements import RESET
 from .fleet import read_fleet, summarize
 from .logs import announce
-from .stores import RedisStore
-from .stores.loops import asyncio_running, warn_not_asyncio
+from .stores import RedisStore, direct
+from .stores.loops import asyncio_running, running_client, warn_not_asyncio
 from .tasks import finish, within
 
 if TYPE_CHECKING:
@@ -112,8 +112,11 @@ async def warm_up(cache: TieredCache) -> bool:
     l2 = cache.store.l2
     if not isinstance(l2, RedisStore):
         return False
+    client = running_client(l2.client)
     try:
-        await within(l2.client.ping(), 2 * cache.settings.redis_connect_timeout)
+        await within(client.ping(), 2 * cache.settings.redis_connect_timeout)
+        if direct.usable(client):  # and the wire, which the hot commands share
+            await within(direct.send(client, "PING"), 2 * cache.settings.redis_connect_timeout)
     except Exception as exc:  # Redis down at start-up is a degraded start, not a failure
         logger.warning("L2 not reachable at start-up: %s", exc, extra={"event": "warm_up"})
         return False

@@ -18,6 +18,7 @@ from fastapi_tiered_cache import CacheSettings, TieredCache, cached
 from fastapi_tiered_cache.exceptions import StoreUnavailable
 from fastapi_tiered_cache.stores import batching, direct, wire
 from fastapi_tiered_cache.stores.connect import build_client
+from fastapi_tiered_cache.stores.loops import running_client
 from fastapi_tiered_cache.stores.redis import RedisStore
 
 from ..support.redis_server import RedisServer
@@ -349,3 +350,15 @@ def test_the_wire_on_uvloop(fresh_redis_server: RedisServer) -> None:
         loop.run_until_complete(scenario())
     finally:
         loop.close()
+
+
+async def test_start_up_opens_the_wire(redis_url: str) -> None:
+    """So the first requests do not pay for its handshake."""
+    cache = TieredCache(CacheSettings(redis_url=redis_url))
+    try:
+        assert await cache.warm_up()
+        client = running_client(cache.store.l2.client)  # type: ignore[union-attr]
+        link = wire.wire_of(client)._link  # type: ignore[union-attr]
+        assert link is not None and link.transport is not None
+    finally:
+        await cache.close()
