@@ -7,7 +7,8 @@ On the cache's hot commands that is 7-11 % of the CPU of a lone ``GET`` (the L2 
 of a lone script (the lookup, the fill) and up to 16 % of a batch's (``benchmarks/micro.py``).
 ``send`` does what remains: a connection from the pool, the command written, its reply
 read, the connection returned; ``send_many`` the same for the commands of one batch
-(``batching.py``), in one write.
+(``batching.py``), in one write. On a client this package built (``wire.WiredPool``) both
+go on its wire instead: one connection every caller shares, with no pool to go through.
 
 What it keeps from redis-py: the pool (its bound, a Sentinel pool's failover), the
 connection's health check, and the cleanup: a connection whose replies were not all read
@@ -32,7 +33,7 @@ from redis.exceptions import MaxConnectionsError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .connect import RETRIES
-from .wire import wire_of
+from .wire import Wire, wire_of
 
 __all__ = ["RAW", "call", "send", "send_many", "usable"]
 
@@ -64,6 +65,12 @@ async def send(client: Redis, *args: Any) -> Any:
     ``client`` (``usable``): its raw reply (no response callback: these commands have
     none), or its error raised (``ResponseError`` for an error reply, ``NoScriptError``
     included)."""
+    wire = wire_of(client)
+    if wire is not None:
+        reply = (await _on_wire(wire, [args]))[0]
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
     return await _retried(lambda: _once(client, args))
 
 
@@ -71,7 +78,22 @@ async def send_many(client: Redis, commands: list[tuple[Any, ...]]) -> list[Any]
     """Run ``commands`` (each as for ``send``) on ``client`` (``usable``) in one write and
     one read, as a non-transactional pipeline: each one's raw reply, or its error reply
     (``ResponseError``) in its place."""
+    wire = wire_of(client)
+    if wire is not None:
+        return await _on_wire(wire, commands)
     return await _retried(lambda: _many(client, commands))
+
+
+async def _on_wire(wire: Wire, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """``wire.send(commands)``, tried again as ``_retried`` does (without its closure: the
+    path of every hot command)."""
+    for left in range(RETRIES, -1, -1):
+        try:
+            return await wire.send(commands)
+        except (RedisConnectionError, RedisTimeoutError):
+            if not left:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def _retried(attempt: Callable[[], Awaitable[T]]) -> T:
@@ -89,12 +111,6 @@ async def _retried(attempt: Callable[[], Awaitable[T]]) -> T:
 
 
 async def _once(client: Redis, args: tuple[Any, ...]) -> Any:
-    wire = wire_of(client)
-    if wire is not None:
-        reply = (await wire.send([args]))[0]
-        if isinstance(reply, ResponseError):
-            raise reply
-        return reply
     pool: Any = client.connection_pool  # get_connection is untyped in some releases
     connection = await pool.get_connection()
     try:
@@ -112,9 +128,6 @@ async def _once(client: Redis, args: tuple[Any, ...]) -> Any:
 
 
 async def _many(client: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
-    wire = wire_of(client)
-    if wire is not None:
-        return await wire.send(commands)
     pool: Any = client.connection_pool
     connection = await pool.get_connection()
     try:

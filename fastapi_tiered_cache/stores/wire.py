@@ -87,7 +87,7 @@ class WiredPool(ConnectionPool):
 
 def wire_of(client: Any) -> Wire | None:
     """``client``'s wire (a ``Redis`` on a ``WiredPool``), else None: use the pool."""
-    pool = client.connection_pool
+    pool = getattr(client, "connection_pool", None)  # a cluster has none
     return pool.wire() if type(pool) is WiredPool else None
 
 
