@@ -122,7 +122,7 @@ class Wire:
         them) and wait for their replies. ``ConnectionError`` when the connection is lost
         (or cannot be opened) before they all came."""
         link = self._link
-        if link is None or link.transport is None:
+        if link is None or link.transport is None or link.transport.is_closing():
             link = await self._open()
         return await link.send(link.pack(commands), len(commands))
 
@@ -132,6 +132,8 @@ class Wire:
         link, self._link = self._link, None
         if link is not None:
             link.close()
+        if self._opening is not None:
+            self._opening.cancel()  # its connection is closed as the cancellation ends it
 
     async def _open(self) -> _Link:
         if self._closed:

@@ -5,6 +5,7 @@ Redis: replies go to the callers that asked, in order, whatever the callers do m
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -362,3 +363,25 @@ async def test_start_up_opens_the_wire(redis_url: str) -> None:
         assert link is not None and link.transport is not None
     finally:
         await cache.close()
+
+
+def test_a_unix_socket_client_gets_the_wire(tmp_path: Path) -> None:
+    """``unix://`` URLs go on the wire too (``open_unix_connection``'s transport)."""
+    socket_path = tmp_path / "redis.sock"
+    with RedisServer(
+        name="unix-redis", extra_args=["--unixsocket", str(socket_path), "--unixsocketperm", "700"]
+    ):
+
+        async def scenario() -> None:
+            client = build_client(f"unix://{socket_path}?db=2")
+            try:
+                await client.set("k", b"over the socket")
+                assert await direct.send(client, "GET", "k") == b"over the socket"
+                link = wire.wire_of(client)._link  # type: ignore[union-attr]
+                assert link is not None and link.transport is not None
+                info = await direct.send(client, "CLIENT", "INFO")
+                assert b" db=2 " in info
+            finally:
+                await client.aclose()
+
+        asyncio.run(scenario())
