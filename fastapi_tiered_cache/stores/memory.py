@@ -25,7 +25,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
-from cachetools import TLRUCache
+from cachetools import Cache, TLRUCache
 
 from ..entry import Record
 
@@ -37,6 +37,10 @@ EXEMPT_TENANT = "_"  # identity.DEFAULT_TENANT: requests that name no tenant sha
 
 def _expires(_key: str, slot: _Slot, now: float) -> float:
     return now + slot[1]
+
+
+_count = Cache.__len__  # entries held, without looking for expired ones first
+_holds = Cache.__contains__  # the same for one key
 
 
 def _size(slot: _Slot) -> int:
@@ -170,16 +174,23 @@ class MemoryStore:
         ):
             self.discard(key)
             return
-        before = len(self._cache) + (0 if key in self._cache else 1)
+        cache = self._cache
+        # Expired entries go first, once; after that the counts are the plain dict's (the
+        # TLRUCache's len() and `in` would each look for expired entries again).
+        cache.expire()
+        before = _count(cache) + (0 if _holds(cache, key) else 1)
         expires = self._timer() + ttl  # never later than the TLRUCache's own expiry
-        self._cache[key] = (record, ttl)
-        if key in self._cache:
+        cache[key] = (record, ttl)
+        stored = _holds(cache, key)
+        if stored:
             self._fast[key] = (record, expires)
-        self.evictions += max(0, before - len(self._cache))
-        while len(self._cache) > self.max_entries:
-            self._cache.popitem()
+        count = _count(cache)
+        self.evictions += max(0, before - count)
+        while count > self.max_entries:
+            cache.popitem()
             self.evictions += 1
-        if tenant is not None and key in self._cache:
+            count = _count(cache)
+        if tenant is not None and stored:
             usage = self._tenants.setdefault(tenant, _Usage())
             usage.keys[key] = record.size
             usage.bytes += record.size
