@@ -200,14 +200,17 @@ class _Link(asyncio.Protocol):
         self.transport.set_protocol(self)
 
     async def send(self, packed: bytes | list[bytes], count: int) -> list[Any]:
+        transport = self.transport
+        if transport is None:  # lost between its opening and this caller's turn
+            raise RedisConnectionError("the connection to Redis was lost")
         waiter = _Waiter(self.loop.create_future(), count)
         self.line.append(waiter)
         self.queued += 1
         place = self.queued
         if type(packed) is bytes:
-            self.transport.write(packed)
+            transport.write(packed)
         else:
-            self.transport.writelines(packed)
+            transport.writelines(packed)
         try:
             return await waiter.future
         except BaseException:

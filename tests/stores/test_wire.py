@@ -212,6 +212,8 @@ async def test_a_reply_nobody_asked_for_or_garbage_drops_the_socket(client: Any)
     assert link.transport is None
     assert await pending == 1  # lost with the socket, then sent again on a new one
     assert await direct.send(client, "GET", "k") == b"v"
+    with pytest.raises(RedisConnectionError):  # a dropped socket takes no more commands
+        await link.send(link.pack([("GET", "k")]), 1)
 
 
 async def test_a_pushed_notification_is_not_taken_for_a_reply(redis_url: str) -> None:
