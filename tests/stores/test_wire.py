@@ -163,7 +163,7 @@ async def test_a_server_that_stops_answering_is_given_up(
         fresh_redis_server.pause()
         try:
             patient = asyncio.create_task(line.send([("GET", "k")]))
-            with pytest.raises(TimeoutError):
+            with pytest.raises(asyncio.TimeoutError):  # TimeoutError itself from 3.11
                 await asyncio.wait_for(line.send([("GET", "k")]), 0.05)
             with pytest.raises(RedisConnectionError, match=r"no reply from Redis in 0\.2 s"):
                 await asyncio.wait_for(patient, 5)
