@@ -333,8 +333,10 @@ class Invalidator:
         return replies
 
     async def pipeline(self, commands: list[Command]) -> list[Any]:
-        """One pipeline of ``commands``, scripts sent by SHA (``stores.scripts``)."""
-        return await scripts.pipeline(self.client, commands)
+        """One pipeline of ``commands``, scripts sent by SHA (``stores.scripts``), on a
+        pooled connection: a purge's replies (an index's members, the entries of a soft
+        purge) can be large, and the wire's lookups would wait behind them."""
+        return await scripts.pipeline(self.client, commands, on_wire=False)
 
     async def _mark_stale(self, keys: list[str]) -> set[str]:
         """Soft purge: keep each entry but make it stale, so it can still be served stale.

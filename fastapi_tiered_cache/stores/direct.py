@@ -74,11 +74,15 @@ async def send(client: Redis, *args: Any) -> Any:
     return await _retried(lambda: _once(client, args))
 
 
-async def send_many(client: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+async def send_many(
+    client: Redis, commands: list[tuple[Any, ...]], *, on_wire: bool = True
+) -> list[Any]:
     """Run ``commands`` (each as for ``send``) on ``client`` (``usable``) in one write and
     one read, as a non-transactional pipeline: each one's raw reply, or its error reply
-    (``ResponseError``) in its place."""
-    wire = wire_of(client)
+    (``ResponseError``) in its place. ``on_wire=False`` keeps them off the wire (a
+    purge's: their replies can be large, and the request path's lookups would wait
+    behind them)."""
+    wire = wire_of(client) if on_wire else None
     if wire is not None:
         return await _on_wire(wire, commands)
     return await _retried(lambda: _many(client, commands))

@@ -73,20 +73,21 @@ async def evalsha(client: Any, script: str, keys: Sequence[Any], args: Sequence[
 
 
 async def pipeline(
-    client: Any, commands: Sequence[Command], *, raise_on_error: bool = True
+    client: Any, commands: Sequence[Command], *, raise_on_error: bool = True, on_wire: bool = True
 ) -> list[Any]:
     """Run ``commands`` in one non-transactional pipeline, scripts by SHA once sent; raises
     the first error a command answered, as ``execute()`` does (or, without
-    ``raise_on_error``, returns each command's error in place of its reply)."""
+    ``raise_on_error``, returns each command's error in place of its reply). ``on_wire``:
+    as for ``direct.send_many``."""
     # redis-py before 8.2 refuses EVALSHA in a cluster's pipeline: there, scripts go by text.
     sent = set() if isinstance(client, RedisCluster) else _sent(client)
     first: list[str] = []
-    replies = await _pipelined(client, commands, sent, first)
+    replies = await _pipelined(client, commands, sent, first, on_wire)
     sent.update(first)
     missing = [i for i, reply in enumerate(replies) if _noscript(reply)]
     if missing:
         # Not run at all: safe to send again, by text this time (which caches them).
-        again = await _pipelined(client, [commands[i] for i in missing], set(), [])
+        again = await _pipelined(client, [commands[i] for i in missing], set(), [], on_wire)
         for i, reply in zip(missing, again, strict=True):
             replies[i] = reply
     if raise_on_error:
@@ -97,7 +98,7 @@ async def pipeline(
 
 
 async def _pipelined(
-    client: Any, commands: Sequence[Command], sent: set[str], first: list[str]
+    client: Any, commands: Sequence[Command], sent: set[str], first: list[str], on_wire: bool
 ) -> list[Any]:
     """Every command's reply or error; scripts known to ``sent`` go by SHA, the SHAs of
     those sent in full are added to ``first``."""
@@ -111,7 +112,8 @@ async def _pipelined(
             first.append(sha)
         resolved.append((name, args))
     if usable(client) and all(name in RAW for name, _ in resolved):
-        return await send_many(client, [(name.upper(), *args) for name, args in resolved])
+        packed = [(name.upper(), *args) for name, args in resolved]
+        return await send_many(client, packed, on_wire=on_wire)
     pipe = client.pipeline(transaction=False)
     for name, args in resolved:
         getattr(pipe, name)(*args)

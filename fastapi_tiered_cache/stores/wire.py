@@ -19,9 +19,9 @@ reply, parsed by hiredis as it arrives, goes to the oldest caller still in line.
   the line; its reply, when it comes, is read and dropped, and the next caller gets its
   own. Nothing is ever read by the wrong caller, which a pooled connection can only
   promise by being dropped after such a cancellation;
-- a server that stops answering is given up after ``STALL`` seconds with a caller gone:
-  the connection is aborted, every caller still waiting gets ``ConnectionError`` (as a
-  lost connection gives), and the next command opens a new one;
+- a server that stops answering is given up after ``STALL`` seconds of silence with a
+  caller gone: the connection is aborted, every caller still waiting gets
+  ``ConnectionError`` (as a lost connection gives), and the next command opens a new one;
 - a lost connection fails every caller waiting on it; ``direct`` then tries each command
   once more, as it does for a pooled one.
 
@@ -197,6 +197,7 @@ class _Link(asyncio.Protocol):
         self.queued = 0  # callers put in line on it
         self.given_up = 0  # the newest place in line whose caller stopped waiting
         self.watch: asyncio.TimerHandle | None = None
+        self.heard = 0.0  # when the server last sent anything (loop time)
         self.transport.set_protocol(self)
 
     async def send(self, packed: bytes | list[bytes], count: int) -> list[Any]:
@@ -238,6 +239,7 @@ class _Link(asyncio.Protocol):
     # asyncio.Protocol
 
     def data_received(self, data: bytes) -> None:
+        self.heard = self.loop.time()
         reader = self.reader
         reader.feed(data)
         line = self.line
@@ -272,18 +274,27 @@ class _Link(asyncio.Protocol):
     # stalls and losses
 
     def _gave_up(self, place: int) -> None:
-        """The caller at ``place`` stopped waiting: if its reply has not come ``STALL``
-        seconds from now, the server is not answering; drop the socket."""
+        """The caller at ``place`` stopped waiting. If its reply has not come, and not a
+        byte came from the server for ``STALL`` seconds, the server is not answering: drop
+        the socket. (A long reply still arriving, another's, is an answer.)"""
         self.given_up = place
         if self.watch is None and self.transport is not None:
-            self.watch = self.loop.call_later(STALL, self._check, place)
+            self._watch(place, self.loop.time())
 
-    def _check(self, place: int) -> None:
+    def _watch(self, place: int, since: float) -> None:
+        self.watch = self.loop.call_at(since + STALL, self._check, place, since)
+
+    def _check(self, place: int, since: float) -> None:
         self.watch = None
-        if self.answered < place:
+        if self.answered >= place:  # it came: watch the newest caller gone, if still in line
+            if self.given_up > self.answered:
+                self._watch(self.given_up, self.loop.time())
+            return
+        quiet_since = max(since, self.heard)
+        if self.loop.time() - quiet_since >= STALL:
             self._drop(RedisConnectionError(f"no reply from Redis in {STALL:g} s"))
-        elif self.given_up > self.answered:
-            self.watch = self.loop.call_later(STALL, self._check, self.given_up)
+        else:
+            self._watch(place, quiet_since)
 
     def _drop(self, error: Exception, *, abort: bool = True) -> None:
         transport, self.transport = self.transport, None

@@ -17,7 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from fastapi_tiered_cache import CacheSettings, TieredCache, cached
 from fastapi_tiered_cache.exceptions import StoreUnavailable
-from fastapi_tiered_cache.stores import batching, direct, wire
+from fastapi_tiered_cache.stores import batching, direct, scripts, wire
 from fastapi_tiered_cache.stores.connect import build_client
 from fastapi_tiered_cache.stores.loops import running_client
 from fastapi_tiered_cache.stores.redis import RedisStore
@@ -387,3 +387,63 @@ def test_a_unix_socket_client_gets_the_wire(tmp_path: Path) -> None:
                 await client.aclose()
 
         asyncio.run(scenario())
+
+
+async def test_a_long_reply_still_arriving_is_not_a_stall(
+    fresh_redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stall is silence, not a slow reply: while bytes keep coming (a large reply ahead
+    in line), a caller gone does not get the socket dropped; once they stop, it is."""
+    monkeypatch.setattr(wire, "STALL", 0.3)
+    client = build_client(fresh_redis_server.url)
+    try:
+        await client.set("k", b"v")
+        line = client.connection_pool.wire()
+        await line.send([("GET", "k")])
+        link = line._link
+        assert link is not None
+        fresh_redis_server.pause()  # no real reply comes: the test feeds the socket's bytes
+        try:
+            first = asyncio.ensure_future(line.send([("GET", "k")]))
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(line.send([("GET", "k")]), 0.05)
+            link.data_received(b"$100\r\n")  # the first one's reply, arriving slowly
+            for _ in range(8):
+                await asyncio.sleep(0.1)
+                link.data_received(b"x")
+                assert link.transport is not None
+            await asyncio.sleep(0.5)  # then silence
+            assert link.transport is None
+            with pytest.raises(RedisConnectionError, match="no reply from Redis"):
+                await first
+        finally:
+            fresh_redis_server.resume()
+        assert await direct.send(client, "GET", "k") == b"v"  # a new socket
+    finally:
+        await client.aclose()
+
+
+async def test_purges_keep_off_the_wire(redis_url: str) -> None:
+    """A purge's replies (an index's members) can be large: they go on pooled
+    connections, and the request path's lookups never wait behind them on the wire."""
+    cache = TieredCache(CacheSettings(redis_url=redis_url))
+    try:
+        for i in range(50):
+            await cache.set(f"k{i}", i, ttl=60, tags=["many"])
+        client = running_client(cache.store.l2.client)  # type: ignore[union-attr]
+        link = wire.wire_of(client)._link  # type: ignore[union-attr]
+        assert link is not None
+        queued = link.queued
+        await cache.invalidate_tags("many")
+        assert link.queued == queued
+        assert [await cache.get(f"k{i}") for i in range(50)] == [None] * 50
+        assert link.queued > queued  # the lookups went on it
+        # The switch itself, on the loop's own client (which would otherwise take the wire).
+        commands = [("get", (f"k{i}",)) for i in range(3)]
+        queued = link.queued
+        assert await scripts.pipeline(client, commands, on_wire=False) == [None] * 3
+        assert link.queued == queued
+        assert await scripts.pipeline(client, commands) == [None] * 3
+        assert link.queued == queued + 1
+    finally:
+        await cache.close()
