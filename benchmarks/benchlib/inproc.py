@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import gc
 import importlib
 import inspect
@@ -478,13 +477,9 @@ async def l1_size(cfg: dict[str, Any], log: Log) -> dict[str, Any]:
         gc.collect()
 
 
-@functools.cache
-def _takes_generation_of(kind: type) -> bool:
-    return "generation" in inspect.signature(kind.key_for).parameters
-
-
 def _takes_generation(cache: Any) -> bool:
-    return _takes_generation_of(type(cache))
+    # An instance attribute in later releases (the routing phase's), a method before.
+    return "generation" in inspect.signature(cache.key_for).parameters
 
 
 async def _key_of(cache: Any, state: dict[str, Any], names: Any, i: int) -> str:
