@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 from fastapi_tiered_cache.exceptions import StoreUnavailable
-from fastapi_tiered_cache.stores import batching, direct
+from fastapi_tiered_cache.stores import batching, direct, wire
 from fastapi_tiered_cache.stores.connect import build_client
 from fastapi_tiered_cache.stores.redis import RedisStore
 
@@ -28,7 +28,20 @@ async def client(redis_url: str) -> aioredis.Redis:
     await client.aclose()
 
 
-async def test_replies_are_what_redis_py_gives(client: aioredis.Redis) -> None:
+@pytest.fixture(params=["pool", "wire"])
+async def either(request: pytest.FixtureRequest, redis_url: str) -> Any:
+    """A one-connection pooled client, then a client on the wire (``stores/wire.py``)."""
+    if request.param == "pool":
+        client = aioredis.Redis.from_url(redis_url, max_connections=1)
+    else:
+        client = build_client(redis_url)
+        assert wire.wire_of(client) is not None
+    yield client
+    await client.aclose()
+
+
+async def test_replies_are_what_redis_py_gives(either: Any) -> None:
+    client = either
     assert direct.usable(client)
     await client.set("k", b"\x00value")
     script = "return {KEYS[1], ARGV[1], redis.call('GET', KEYS[1]), 7}"
@@ -123,7 +136,8 @@ def test_only_plain_pooled_clients_go_direct(redis_url: str) -> None:
     assert not direct.usable(object())
 
 
-async def test_a_batch_answers_each_command_in_order(client: aioredis.Redis) -> None:
+async def test_a_batch_answers_each_command_in_order(either: Any) -> None:
+    client = either
     await client.set("a", b"1")
     await client.rpush("list", "x")
     sha = await client.script_load("return {KEYS[1], ARGV[1]}")
