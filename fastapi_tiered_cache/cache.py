@@ -211,6 +211,7 @@ class TieredCache(InvalidationAPI, DataAPI):
         self.lookups: SingleFlight[Lookup] = SingleFlight(wait=s.coalesce_wait)
         self._client = client
         self._fleet = self._new_fleet()
+        breaker.on_transition = self._breaker_moved
         self.hit_for_miss = HitForMiss(s.hit_for_miss_ttl, timer=l1_timer)
         # Fleet-wide stats: this process's counters, written to Redis now and then.
         self.reporter = (
@@ -231,6 +232,14 @@ class TieredCache(InvalidationAPI, DataAPI):
         self.data = DataCache(self)  # what get, set, get_or_set and @cached share
         self.purges = Purges(self)  # what the invalidate_* methods do
         self.invalidator.unfinished.purge_all = self.purges.all
+
+    def _breaker_moved(self, old: BreakerState, new: BreakerState) -> None:
+        """Redis stopped answering: the wake-up of another process's lease cannot reach
+        this one now, so a request waiting for it goes to the origin at once instead of
+        at its next re-check (``lease_ttl / 2`` later)."""
+        fleet, loop = self._fleet, asyncio._get_running_loop()
+        if new is BreakerState.OPEN and fleet is not None and loop is not None:
+            fleet.wakeups.cancel_all(loop)
 
     def _new_fleet(self) -> FleetLease | None:
         s, client = self.settings, self._client

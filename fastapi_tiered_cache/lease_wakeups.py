@@ -75,11 +75,13 @@ class WakeUps:
             if not waiters:
                 del self.waiters[key]
 
-    def cancel_all(self) -> None:
-        """Wake every waiter with a cancellation (the lease is closing)."""
-        for waiters in self.waiters.values():
-            for woken in waiters:
-                woken.cancel()
+    def cancel_all(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Wake every waiter with a cancellation (the lease is closing); with ``loop``, only
+        that loop's waiters (a future is cancelled from its own loop only)."""
+        for waiters in list(self.waiters.values()):
+            for woken in list(waiters):
+                if loop is None or woken.get_loop() is loop:
+                    woken.cancel()
 
     async def _call(self, operation: Awaitable[T], budget: float) -> T:
         # The subscription's own connection, outside the request path: a plain deadline.

@@ -569,3 +569,53 @@ async def test_a_request_meets_one_redis_fault_at_most(rig: Rig, fault: str) -> 
             assert rig.breaker.state is BreakerState.CLOSED
     finally:
         rig.proxy.passthrough()
+
+
+async def test_a_lease_waiter_goes_to_the_origin_when_the_breaker_opens(
+    fresh_redis_server: RedisServer,
+) -> None:
+    """Process A holds the fleet lease of a key (its origin is slow); B waits for A's
+    wake-up. Redis then stalls: no wake-up can reach B, and B's breaker opens. B goes to
+    its origin at once, not at its next re-check of the lease (``lease_ttl / 2``, 2 s here)."""
+    from fastapi_tiered_cache import CacheSettings
+
+    settings = CacheSettings(
+        redis_url=fresh_redis_server.url,
+        lease_ttl=4.0,
+        coalesce_wait=10.0,
+        redis_timeout=0.05,
+        breaker_threshold=3,
+    )
+    a, b = TieredCache(settings), TieredCache(settings)
+    release_a = asyncio.Event()
+
+    async def slow() -> str:
+        await release_a.wait()
+        return "from A"
+
+    async def quick() -> str:
+        return "from B"
+
+    try:
+        assert await a.warm_up() and await b.warm_up()
+        holder = asyncio.create_task(a.get_or_set("key", slow, ttl=60))
+        await asyncio.sleep(0.2)  # A holds the lease, its origin running
+        waiter = asyncio.create_task(b.get_or_set("key", quick, ttl=60))
+        await asyncio.sleep(0.2)  # B found the lease held and waits for A's wake-up
+        assert not waiter.done()
+        fresh_redis_server.pause()
+        try:
+            started = time.monotonic()
+            for _ in range(3):  # B's other requests meet the stall: its breaker opens
+                assert await b.get("other") is None
+            assert b.store.breaker.state is BreakerState.OPEN
+            assert await asyncio.wait_for(waiter, 1.0) == "from B"
+            assert time.monotonic() - started < 1.0
+        finally:
+            fresh_redis_server.resume()
+        release_a.set()
+        assert await holder == "from A"
+    finally:
+        release_a.set()
+        await a.close()
+        await b.close()
