@@ -20,6 +20,7 @@ from .fleet import read_fleet, summarize
 from .logs import announce
 from .stores import RedisStore, direct
 from .stores.loops import asyncio_running, running_client, warn_not_asyncio
+from .stores.wire import wire_of
 from .tasks import finish, within
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ async def warm_up(cache: TieredCache) -> bool:
     client = running_client(l2.client)
     try:
         await within(client.ping(), 2 * cache.settings.redis_connect_timeout)
-        if direct.usable(client):  # and the wire, which the hot commands share
+        if wire_of(client) is not None:  # and the wire, which the hot commands share
             await within(direct.send(client, "PING"), 2 * cache.settings.redis_connect_timeout)
     except Exception as exc:  # Redis down at start-up is a degraded start, not a failure
         logger.warning("L2 not reachable at start-up: %s", exc, extra={"event": "warm_up"})

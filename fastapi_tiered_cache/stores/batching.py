@@ -35,7 +35,6 @@ not cheaper per command.
 from __future__ import annotations
 
 import asyncio
-import copy
 import weakref
 from typing import Any
 
@@ -44,6 +43,7 @@ from redis.asyncio import Redis
 from .direct import call
 from .loops import running_client
 from .scripts import Command, combine, evalsha, pipeline
+from .wire import own_copy
 
 __all__ = ["execute", "run_scripts"]
 
@@ -91,19 +91,10 @@ class _Batch:
         for waiter in self.waiters:
             if not waiter.done():
                 if isinstance(error, Exception):
-                    waiter.set_exception(_own(error))
+                    waiter.set_exception(own_copy(error))
                 else:  # the leader's cancellation is its own, not its followers'
                     waiter.set_exception(_LeaderGone())
                 waiter.exception()  # retrieved: a follower gone already never reads it
-
-
-def _own(error: Exception) -> Exception:
-    """A follower's own copy of the batch's error: one exception object raised in many
-    tasks would gather all their tracebacks (and keep their frames alive)."""
-    try:
-        return copy.copy(error)  # type, arguments and attributes; no traceback
-    except Exception:  # an exception that cannot be rebuilt from its arguments
-        return error
 
 
 async def execute(client: Any, command: Command) -> Any:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import copy
 from collections import deque
 from typing import Any
 
@@ -51,7 +52,7 @@ try:
 except ImportError:  # pragma: no cover - hiredis is in every extra the tests install
     hiredis = None
 
-__all__ = ["STALL", "Wire", "WiredPool", "wire_of", "wires_possible"]
+__all__ = ["STALL", "Wire", "WiredPool", "own_copy", "wire_of", "wires_possible"]
 
 STALL = 1.0  # seconds without a reply, with a caller gone, before the connection is dropped
 _MORE = object()  # hiredis: no complete reply buffered yet (a reply may itself be False)
@@ -309,13 +310,17 @@ class _Link(asyncio.Protocol):
         line, self.line = self.line, deque()
         for waiter in line:
             if not waiter.future.done():
-                waiter.future.set_exception(_copy(error))
+                waiter.future.set_exception(own_copy(error))
 
 
-def _copy(error: Exception) -> Exception:
-    """Each caller's own exception: one object raised in many tasks would collect all
-    their tracebacks."""
-    return type(error)(*error.args)
+def own_copy(error: Exception) -> Exception:
+    """A caller's own copy of an error many callers share (a lost socket, a failed batch):
+    one exception object raised in many tasks would gather all their tracebacks (and keep
+    their frames alive)."""
+    try:
+        return copy.copy(error)  # type, arguments and attributes; no traceback
+    except Exception:  # an exception that cannot be rebuilt from its arguments
+        return error
 
 
 def _buffered(parser: Any) -> bool:
